@@ -1,0 +1,37 @@
+# `make run` and `make test` do everything on a fresh machine: venv, install, then run/test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+
+.PHONY: run test lint format bench clean-venv
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/inference_latency.py
+	$(BIN)/python bench/canvas_accuracy.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,100 @@
+"""Training configuration: a frozen, validated dataclass and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+MNIST_TRAIN_SIZE = 60_000
+MNIST_TEST_SIZE = 10_000
+
+
+class ConfigError(ValueError):
+    """A configuration with one or more invalid fields; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid training config: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the seed tutorial's recipe."""
+
+    p: float = 0.5  # PyTorch convention: probability of *dropping* a unit
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 64
+    train_size: int = MNIST_TRAIN_SIZE
+    eval_size: int = MNIST_TEST_SIZE
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+
+    def __post_init__(self) -> None:
+        problems = []
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not is_num(self.p) or not 0.0 <= self.p < 1.0:
+            problems.append(f"p must be in [0, 1), got {self.p!r}")
+        if not is_int(self.epochs) or self.epochs < 1:
+            problems.append(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not is_num(self.lr) or not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
+            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            problems.append(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not is_int(self.train_size) or not 1 <= self.train_size <= MNIST_TRAIN_SIZE:
+            problems.append(
+                f"train_size must be an integer in 1..{MNIST_TRAIN_SIZE}, got {self.train_size!r}"
+            )
+        if not is_int(self.eval_size) or not 1 <= self.eval_size <= MNIST_TEST_SIZE:
+            problems.append(
+                f"eval_size must be an integer in 1..{MNIST_TEST_SIZE}, got {self.eval_size!r}"
+            )
+        if not is_int(self.seed) or self.seed < 0:
+            problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda")
+            or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            problems.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def work(self) -> int:
+        """Size of the run in image-passes (epochs x training images), for admission limits."""
+        return self.epochs * self.train_size
+
+    def label(self) -> str:
+        """A readable name, e.g. ``p=0.50 · 1,000 imgs · 30 ep``."""
+        return f"p={self.p:.2f} · {self.train_size:,} imgs · {self.epochs} ep"
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError([f"unknown field(s): {', '.join(unknown)}"])
+        return cls(**d)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # The seed tutorial as written: full MNIST, 5 epochs, p = 0.5 (about 99.1% test accuracy).
+    "Seed recipe": TrainConfig(),
+    # Small training set, trained long: p = 0 overfits visibly, p = 0.5 keeps improving.
+    "Overfitting lab": TrainConfig(train_size=1_000, epochs=30),
+    # Seconds-long run used by the browser test and for quick demos on slow machines.
+    "Tiny (test)": TrainConfig(train_size=256, epochs=3, eval_size=1_000),
+}

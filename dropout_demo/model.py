@@ -1,0 +1,109 @@
+"""The seed tutorial's SimpleCNN, with its flatten size derived instead of hard-coded."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+HIDDEN_UNITS = 128
+
+
+def conv_features(image_size: int = IMAGE_SIZE) -> int:
+    """Flattened size after the seed's two (3x3 valid conv, 2x2 max-pool) stages.
+
+    28 -> conv 26 -> pool 13 -> conv 11 -> pool 5, so 64 * 5 * 5 = 1600. The seed wrote
+    64 * 6 * 6 = 2304, which makes fc1 reject the flattened tensor.
+    """
+    side = image_size
+    for _ in range(2):
+        side = (side - 2) // 2  # valid 3x3 conv, then floor-mode 2x2 pool
+    return 64 * side * side
+
+
+class SimpleCNN(nn.Module):
+    """conv(1->32) relu pool, conv(32->64) relu pool, fc(->128) relu, dropout(p), fc(->10)."""
+
+    def __init__(self, p: float = 0.5, image_size: int = IMAGE_SIZE):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p must be in [0, 1), got {p}")
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.fc1 = nn.Linear(conv_features(image_size), HIDDEN_UNITS)
+        self.fc2 = nn.Linear(HIDDEN_UNITS, NUM_CLASSES)
+        self.dropout = nn.Dropout(p=p)
+
+    @property
+    def p(self) -> float:
+        return float(self.dropout.p)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) -> fc1 activations after ReLU, before dropout: (N, 128)."""
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 32, 13, 13)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (N, 64, 5, 5)
+        x = torch.flatten(x, 1)  # (N, 1600)
+        return F.relu(self.fc1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.features(x)))  # (N, 10) logits
+
+
+def build_model(config: TrainConfig) -> SimpleCNN:
+    return SimpleCNN(p=config.p)
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def set_mc_dropout(model: nn.Module) -> nn.Module:
+    """Eval mode everywhere except the dropout layers, which sample masks (MC dropout)."""
+    model.eval()
+    for layer in dropout_layers(model):
+        layer.train()
+    return model
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager form of :func:`set_mc_dropout` that restores every module's mode."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield set_mc_dropout(model)
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Plain eval mode (dropout is the identity), restoring every module's mode afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+def make_checkpoint(model: SimpleCNN, config: TrainConfig, **extra: Any) -> dict[str, Any]:
+    """A dict of plain types and tensors, loadable with ``torch.load(weights_only=True)``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"config": config.to_dict(), "state_dict": state, **extra}
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[SimpleCNN, TrainConfig]:
+    config = TrainConfig.from_dict(dict(ckpt["config"]))
+    model = build_model(config)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, config

@@ -1,0 +1,41 @@
+"""Shared fixtures: the real MNIST (required in CI) and isolated run/data directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_or_skip(reason: str) -> None:
+    """In CI a missing prerequisite is a failure; on a developer machine it is a skip."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    raw = os.environ.get("DROPOUT_DEMO_DATA")
+    if not raw:
+        require_or_skip("DROPOUT_DEMO_DATA is not set (point it at the MNIST files)")
+    path = Path(raw)
+    if not path.is_dir():
+        require_or_skip(f"DROPOUT_DEMO_DATA={raw} is not a directory")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    from dropout_demo.data import get_mnist
+
+    return get_mnist(mnist_dir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs_dir(tmp_path_factory, monkeypatch):
+    # No test may write into the user's real run store.
+    monkeypatch.setenv("DROPOUT_DEMO_RUNS", str(tmp_path_factory.mktemp("runs")))
