@@ -1,0 +1,106 @@
+"""Chart builders: traces, colours, dash styles and uirevision from plain inputs."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import plotly.graph_objects as go
+import pytest
+
+from dropout_demo import charts
+from dropout_demo.charts import Series
+
+
+class M(NamedTuple):  # the fields of training.EpochMetrics that charts read
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+
+
+def metrics(n: int, offset: float = 0.0) -> tuple[M, ...]:
+    return tuple(
+        M(e, 1.0 / e + offset, 0.9 + e / 100, 1.2 / e + 0.05 + offset, 0.88 + e / 100)
+        for e in range(1, n + 1)
+    )
+
+
+RUNS = [
+    Series("p=0.00", charts.colour_for(0), metrics(4), epochs=30),
+    Series("p=0.50", charts.colour_for(1), metrics(3, 0.1), epochs=30),
+]
+
+
+@pytest.mark.parametrize("build", [charts.loss_figure, charts.accuracy_figure])
+def test_train_solid_test_dashed_one_colour_per_run(build):
+    fig = build(RUNS)
+    assert isinstance(fig, go.Figure)
+    assert len(fig.data) == 4
+    by_name = {t.name: t for t in fig.data}
+    for run in RUNS:
+        train, test = by_name[f"{run.name} · train"], by_name[f"{run.name} · test"]
+        assert train.line.color == test.line.color == run.colour
+        assert train.line.dash == "solid"
+        assert test.line.dash == "dash"
+        assert list(train.x) == [m.epoch for m in run.metrics]
+    assert by_name["p=0.00 · train"].line.color != by_name["p=0.50 · train"].line.color
+
+
+def test_loss_and_accuracy_values_come_from_the_right_fields():
+    loss = {t.name: t for t in charts.loss_figure(RUNS).data}
+    acc = {t.name: t for t in charts.accuracy_figure(RUNS).data}
+    ms = RUNS[0].metrics
+    assert list(loss["p=0.00 · train"].y) == [m.train_loss for m in ms]
+    assert list(loss["p=0.00 · test"].y) == [m.test_loss for m in ms]
+    assert list(acc["p=0.00 · train"].y) == [m.train_acc for m in ms]
+    assert list(acc["p=0.00 · test"].y) == [m.test_acc for m in ms]
+
+
+def test_gap_is_test_minus_train_loss():
+    fig = charts.gap_figure(RUNS)
+    assert [t.name for t in fig.data] == ["p=0.00", "p=0.50"]
+    for trace, run in zip(fig.data, RUNS, strict=True):
+        assert trace.line.color == run.colour
+        expected = [m.test_loss - m.train_loss for m in run.metrics]
+        assert list(trace.y) == pytest.approx(expected)
+
+
+def test_each_chart_keeps_its_own_constant_uirevision():
+    revisions = []
+    for build in (charts.loss_figure, charts.accuracy_figure, charts.gap_figure):
+        a, b = build(RUNS[:1]), build(RUNS)
+        assert a.layout.uirevision == b.layout.uirevision  # same across redraws
+        revisions.append(a.layout.uirevision)
+    assert len(set(revisions)) == 3
+
+
+def test_axes_titled_and_epoch_ticks_are_integers():
+    for build in (charts.loss_figure, charts.accuracy_figure, charts.gap_figure):
+        fig = build(RUNS)
+        assert fig.layout.xaxis.title.text == "epoch"
+        assert fig.layout.yaxis.title.text
+        assert fig.layout.xaxis.tickmode == "linear"
+        assert float(fig.layout.xaxis.dtick).is_integer()
+        # the planned 30 epochs fix the frame, so live curves grow into it
+        assert tuple(fig.layout.xaxis.range) == (0.5, 30.5)
+
+
+def test_tick_step_stays_readable():
+    assert charts._epoch_step(5) == 1
+    assert charts._epoch_step(30) == 5
+    assert charts._epoch_step(200) == 20
+
+
+def test_empty_input_says_what_to_do():
+    for runs in ([], [Series("p=0.50", "#000", (), epochs=5)]):
+        fig = charts.loss_figure(runs)
+        assert not fig.data
+        assert fig.layout.annotations[0].text == charts.EMPTY_MESSAGE
+    assert not charts.loss_figure(RUNS).layout.annotations
+
+
+def test_colours_are_stable_and_distinct():
+    assert charts.colour_for(0) == charts.colour_for(0)
+    assert len({charts.colour_for(i) for i in range(10)}) == 10
+    assert charts.colour_for(10) == charts.colour_for(0)
