@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,10 +30,35 @@ def conv_features(image_size: int = IMAGE_SIZE) -> int:
     return 64 * side * side
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (inverted dropout) that can draw its masks from its own generator.
+
+    Training runs share one process, and torch's default generator is process-wide: two runs
+    in parallel threads would interleave their draws. A run-owned generator keeps a run
+    reproducible from its seed whatever else is training. With ``generator=None`` this is
+    exactly ``nn.Dropout``.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__(p=p)
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)  # kept units scaled by 1/(1-p); eval is the identity
+
+
 class SimpleCNN(nn.Module):
     """conv(1->32) relu pool, conv(32->64) relu pool, fc(->128) relu, dropout(p), fc(->10)."""
 
-    def __init__(self, p: float = 0.5, image_size: int = IMAGE_SIZE):
+    def __init__(
+        self,
+        p: float = 0.5,
+        image_size: int = IMAGE_SIZE,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout p must be in [0, 1), got {p}")
@@ -40,7 +66,9 @@ class SimpleCNN(nn.Module):
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
         self.fc1 = nn.Linear(conv_features(image_size), HIDDEN_UNITS)
         self.fc2 = nn.Linear(HIDDEN_UNITS, NUM_CLASSES)
-        self.dropout = nn.Dropout(p=p)
+        self.dropout = Dropout(p=p)
+        if generator is not None:
+            init_parameters(self, generator)
 
     @property
     def p(self) -> float:
@@ -57,8 +85,22 @@ class SimpleCNN(nn.Module):
         return self.fc2(self.dropout(self.features(x)))  # (N, 10) logits
 
 
-def build_model(config: TrainConfig) -> SimpleCNN:
-    return SimpleCNN(p=config.p)
+def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default Conv2d/Linear initialisation, drawn from ``generator``.
+
+    Same distribution as ``reset_parameters`` (kaiming-uniform with a = sqrt(5), bias
+    uniform in +-1/sqrt(fan_in)), but independent of the process-wide RNG.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            fan_in = m.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+def build_model(config: TrainConfig, generator: torch.Generator | None = None) -> SimpleCNN:
+    return SimpleCNN(p=config.p, generator=generator)
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
