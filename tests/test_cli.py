@@ -1,0 +1,105 @@
+"""`python -m dropout_demo`: help, a tiny run end to end, and bad arguments."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dropout_demo.cli import main
+from dropout_demo.data import normalize, subset
+from dropout_demo.model import model_from_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = main(list(args), out=out, err=err)
+    except SystemExit as e:  # argparse exits for --help and usage errors
+        code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_help_lists_commands(capsys):
+    code, _, _ = run_cli("--help")
+    assert code == 0
+    assert "train" in capsys.readouterr().out
+    code, _, _ = run_cli("train", "--help")
+    printed = capsys.readouterr().out
+    assert code == 0
+    for flag in ("--p", "--epochs", "--lr", "--batch-size", "--train-size", "--seed", "--save"):
+        assert flag in printed
+
+
+def test_tiny_train_run_end_to_end_via_python_m(mnist_dir, tmp_path):
+    save = tmp_path / "out" / "model.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropout_demo", "train", "--train-size", "300", "--epochs", "2",
+         "--eval-size", "500", "--seed", "1", "--data-dir", str(mnist_dir), "--save", str(save)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^Epoch \[1/2\], Loss: \d+\.\d{4}, Test loss", proc.stdout, re.M)
+    assert re.search(r"^Epoch \[2/2\], Loss: \d+\.\d{4}", proc.stdout, re.M)
+    match = re.search(r"Accuracy of the model on the test images: (\d+\.\d\d)%", proc.stdout)
+    assert match, proc.stdout
+    # the saved file loads with weights_only and reproduces the printed accuracy
+    model, config = model_from_checkpoint(torch.load(save, weights_only=True))
+    assert (config.train_size, config.epochs, config.seed) == (300, 2, 1)
+    from dropout_demo.data import get_mnist
+
+    data = get_mnist(mnist_dir)
+    images, labels = subset(data.test_images, data.test_labels, 500, 1)
+    with torch.no_grad():
+        acc = (model(normalize(images)).argmax(1) == labels).float().mean().item()
+    assert f"{100 * acc:.2f}" == match.group(1)
+
+
+def test_sweep_prints_a_comparison(mnist_dir, tmp_path):
+    csv_path = tmp_path / "sweep.csv"
+    code, out, err = run_cli(
+        "sweep", "--p", "0", "0.5", "--train-size", "200", "--epochs", "1", "--eval-size", "300",
+        "--data-dir", str(mnist_dir), "--csv", str(csv_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"^0\.00 \|", out, re.M) and re.search(r"^0\.50 \|", out, re.M)
+    assert csv_path.read_text().count("\n") == 3  # header + one epoch per run
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--p", "1.5"], "p must be in [0, 1)"),
+        (["train", "--epochs", "0", "--lr", "-1"], "epochs must be"),
+        (["train", "--epochs", "abc"], "invalid int value"),
+        (["train", "--train-size", "70000"], "train_size must be"),
+        (["train", "--batch-size", "0"], "batch_size must be"),
+        (["fly"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args, expected, capsys):
+    code, _, _ = run_cli(*args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_missing_data_is_a_message_not_a_traceback(tmp_path):
+    code, _, err = run_cli("train", "--data-dir", str(tmp_path), "--epochs", "1")
+    assert code == 1
+    assert "train-images-idx3-ubyte" in err and str(tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_save_to_a_directory_is_refused(tmp_path, capsys):
+    code, _, _ = run_cli("train", "--save", str(tmp_path))
+    assert code == 2 and "is a directory" in capsys.readouterr().err
