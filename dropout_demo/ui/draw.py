@@ -1,0 +1,414 @@
+"""Draw — see what the network sees: canvas, the 28x28 input, dropout off and on (MC)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from ..canvas import preprocess
+from ..inference import MCResult, PassResult, mc_predict, predict, stochastic_pass
+from ..model import HIDDEN_UNITS
+from ..runs import RunStore
+from ..starter import STARTER_TAG, StarterStatus, ensure_default_model
+from .state import manager, session_id, store
+
+CANVAS_SIZE = 280
+STROKE_WIDTH = 20
+MASK_SHAPE = (8, 16)  # fc1's 128 units drawn as 8 rows x 16 columns
+LN10 = float(np.log(10.0))  # the largest possible entropy over 10 classes, nats
+
+KEEP_COLOUR = "#4c78a8"
+DROP_COLOUR = "#262730"
+BAR_COLOUR = "#9ecae9"
+TOP_COLOUR = "#4c78a8"
+FIG_CONFIG = {"displayModeBar": False}
+
+_K_CANVAS = "draw_canvas_generation"
+_K_MODEL = "draw_model"
+_K_COMPARE = "draw_compare"
+_K_OTHER = "draw_model_other"
+_K_SAMPLES = "draw_samples"
+_K_SEED = "draw_mc_seed"
+_K_PASS = "draw_pass"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model the picker offers: a finished run of this session or a stored run."""
+
+    key: str  # "job:<job id>" or "run:<run id>"
+    label: str
+    p: float
+
+
+# ---------------------------------------------------------------- figures (pure)
+def _bar_colours(values: np.ndarray) -> list[str]:
+    top = int(np.argmax(values))
+    return [TOP_COLOUR if i == top else BAR_COLOUR for i in range(len(values))]
+
+
+def _digit_axes(fig: go.Figure, title: str, y_title: str, y_range=None) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=230,
+        margin={"l": 10, "r": 10, "t": 36, "b": 10},
+        showlegend=False,
+        bargap=0.25,
+    )
+    fig.update_xaxes(tickmode="array", tickvals=list(range(10)), title_text="digit")
+    fig.update_yaxes(title_text=y_title, range=y_range)
+    return fig
+
+
+def probability_figure(probs: np.ndarray, title: str = "Eval-mode probabilities") -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(10)),
+            y=probs,
+            marker_color=_bar_colours(probs),
+            hovertemplate="digit %{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    return _digit_axes(fig, title, "probability", [0, 1])
+
+
+def mc_mean_figure(mc: MCResult) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(10)),
+            y=mc.mean,
+            error_y={"type": "data", "array": mc.std, "visible": True, "thickness": 1.5},
+            marker_color=_bar_colours(mc.mean),
+            hovertemplate="digit %{x}: %{y:.1%} ± %{error_y.array:.1%}<extra></extra>",
+        )
+    )
+    return _digit_axes(fig, f"Mean probability ± 1 std over T = {mc.T}", "probability", [0, 1])
+
+
+def votes_figure(mc: MCResult) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=list(range(10)),
+            y=mc.votes,
+            marker_color=_bar_colours(mc.votes),
+            hovertemplate="digit %{x}: %{y} of " + str(mc.T) + " passes<extra></extra>",
+        )
+    )
+    return _digit_axes(fig, "Votes: each pass's top digit", "passes", [0, mc.T])
+
+
+def mask_figure(result: PassResult) -> go.Figure:
+    """fc1's 128 units as a 8x16 grid: kept units coloured, dropped units dark."""
+    kept = (~result.dropped).astype(float).reshape(MASK_SHAPE)
+    units = np.arange(HIDDEN_UNITS).reshape(MASK_SHAPE)
+    text = np.where(
+        result.dropped.reshape(MASK_SHAPE), "dropped", f"kept, × {result.scale:.2f}"
+    ).astype(object)
+    fig = go.Figure(
+        go.Heatmap(
+            z=kept,
+            customdata=units,
+            text=text,
+            zmin=0,
+            zmax=1,
+            colorscale=[[0, DROP_COLOUR], [1, KEEP_COLOUR]],
+            showscale=False,
+            xgap=2,
+            ygap=2,
+            hovertemplate="unit %{customdata}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=170, margin={"l": 0, "r": 0, "t": 0, "b": 0})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    return fig
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement, so each of the 28x28 pixels stays a visible square."""
+    return np.kron(image, np.ones((factor, factor), dtype=image.dtype))
+
+
+# ---------------------------------------------------------------- models
+def _accuracy(metrics) -> str:
+    return f" · test acc {metrics[-1].test_acc:.1%}" if metrics else ""
+
+
+def model_choices(owner: str) -> list[ModelChoice]:
+    """This session's finished runs (newest first), then the run store's (newest first)."""
+    choices = []
+    for snap in reversed(manager().snapshot(owner)):
+        if snap.has_model and snap.is_terminal:
+            status = "" if snap.status == "done" else f" ({snap.status})"
+            label = f"This session · {snap.name}{_accuracy(snap.metrics)}{status}"
+            choices.append(ModelChoice(f"job:{snap.id}", label, snap.config.p))
+    saved = {snap.saved_run_id for snap in manager().snapshot(owner) if snap.saved_run_id}
+    for record in store().list():
+        if record.id in saved:
+            continue  # already offered as this session's run
+        name = "Starter model" if STARTER_TAG in record.tags else record.name
+        label = f"Saved · {name} · {record.config.label()}{_accuracy(record.metrics)}"
+        choices.append(ModelChoice(f"run:{record.id}", label, record.config.p))
+    return choices
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _stored_model(root: str, run_id: str):
+    # Weights of a stored run never change, so one copy serves every session.
+    return RunStore(root).load_model(run_id)
+
+
+def load_model(key: str, owner: str):
+    """The model behind a picker key, or None when it is gone (removed, deleted)."""
+    kind, _, ident = key.partition(":")
+    try:
+        if kind == "job":
+            return manager().model(ident, owner)
+        return _stored_model(str(store().root), ident)
+    except Exception:  # a run removed or deleted since the picker was drawn
+        return None
+
+
+# ---------------------------------------------------------------- canvas seam
+def canvas_image(key: str) -> np.ndarray | None:
+    """Show the drawing canvas and return its RGBA pixels (None before the first stroke).
+
+    Tests replace this function to inject a drawing.
+    """
+    from streamlit_drawable_canvas import st_canvas
+
+    result = st_canvas(
+        stroke_width=STROKE_WIDTH,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=CANVAS_SIZE,
+        width=CANVAS_SIZE,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key=key,
+    )
+    return result.image_data
+
+
+def _clear_canvas() -> None:
+    st.session_state[_K_CANVAS] = st.session_state.get(_K_CANVAS, 0) + 1
+    st.session_state.pop(_K_PASS, None)
+
+
+def _new_mc_seed() -> None:
+    st.session_state[_K_SEED] = secrets.randbits(31)
+
+
+# ---------------------------------------------------------------- panels
+def learn_link(section: str, label: str) -> None:
+    """A link to a section of the Learn page, when the app has one (it may run alone in tests)."""
+    from .learn import learn_page_link
+
+    learn_page_link(section, label)
+
+
+def starter_panel() -> StarterStatus:
+    """Report the default model's training; rerun the whole page once it is ready."""
+
+    @st.fragment(run_every=1.0)
+    def _progress() -> None:
+        status = ensure_default_model(store(), manager())
+        if status.ready:
+            st.rerun(scope="app")
+        elif status.state == "failed":
+            st.error(status.describe())
+            if st.button("Try again", key="draw_starter_retry"):
+                ensure_default_model(store(), manager(), retry=True)
+                st.rerun(scope="app")
+        else:
+            st.info(
+                "No trained model here yet, so a starter model (p = 0.5) is being trained "
+                "once in the background. You can draw meanwhile, or train your own in the Lab."
+            )
+            done = (status.epoch + status.progress) / max(status.epochs, 1)
+            st.progress(min(done, 1.0), text=status.describe())
+
+    _progress()
+    return ensure_default_model(store(), manager())
+
+
+def eval_panel(model, x: torch.Tensor) -> None:
+    probs = predict(model, x)[0].numpy()
+    digit = int(probs.argmax())
+    st.markdown("**Dropout off** (eval mode: every unit kept, nothing rescaled)")
+    st.markdown(
+        f"<div style='font-size:4.5rem;font-weight:700;line-height:1'>{digit}</div>"
+        f"<div style='color:gray'>predicted digit · {probs[digit]:.1%} sure</div>",
+        unsafe_allow_html=True,
+    )
+    st.plotly_chart(probability_figure(probs), config=FIG_CONFIG, key=f"eval_{id(model)}")
+
+
+def mc_panel(model, x: torch.Tensor, samples: int, seed: int) -> MCResult:
+    mc = mc_predict(model, x, samples=samples, seed=seed)
+    st.markdown(f"**Dropout on** (Monte-Carlo: {mc.T} passes, a new random mask in each)")
+    if model.p == 0:
+        st.caption(
+            "This model was trained with p = 0: its dropout layer drops nothing, so every pass "
+            "is the same — no spread, and zero mutual information."
+        )
+    agree = int(mc.votes[mc.prediction])
+    st.markdown(f"MC prediction: **{mc.prediction}** · {agree} of {mc.T} passes agree")
+    st.plotly_chart(mc_mean_figure(mc), config=FIG_CONFIG, key=f"mc_mean_{id(model)}")
+    st.plotly_chart(votes_figure(mc), config=FIG_CONFIG, key=f"mc_votes_{id(model)}")
+    c1, c2 = st.columns(2)
+    c1.metric(
+        "Predictive entropy",
+        f"{mc.entropy:.3f} nats",
+        help=f"Entropy of the mean prediction; 0 = certain, {LN10:.2f} = all 10 digits equal.",
+    )
+    c2.metric(
+        "Mutual information",
+        f"{mc.mutual_info:.3f} nats",
+        help="Predictive entropy minus the passes' mean entropy: how much the passes disagree.",
+    )
+    st.caption(
+        "High entropy: the averaged answer is spread over several digits (an ambiguous "
+        "drawing). High mutual information: the thinned networks disagree with each other — "
+        "the model's own uncertainty, the part more training data would reduce."
+    )
+    return mc
+
+
+def pass_panel(model, x: torch.Tensor, seed: int | None, slot: str) -> None:
+    if seed is None:
+        st.caption("Press the button to run one pass with a fresh random mask.")
+        return
+    gen = torch.Generator().manual_seed(seed)
+    result = stochastic_pass(model, x, gen)
+    dropped = int(result.dropped.sum())
+    st.markdown(
+        f"Prediction of this pass: **{result.prediction}** ({result.probs[result.prediction]:.0%})"
+        f" · {dropped} of {HIDDEN_UNITS} fc1 units dropped (dark) · kept units × "
+        f"1/(1−{result.p:.2f}) = **×{result.scale:.2f}**"
+    )
+    st.plotly_chart(mask_figure(result), config=FIG_CONFIG, key=f"mask_{slot}")
+
+
+# ---------------------------------------------------------------- the view
+def _picker(choices: list[ModelChoice], key: str, label: str, default: int = 0) -> str:
+    keys = [c.key for c in choices]
+    labels = {c.key: c.label for c in choices}
+    if st.session_state.get(key) not in keys:
+        st.session_state[key] = keys[min(default, len(keys) - 1)]
+    return st.selectbox(label, keys, format_func=labels.__getitem__, key=key)
+
+
+def _other_default(choices: list[ModelChoice], first: str) -> int:
+    """Index among the choices other than ``first``: one with a different p when there is one
+    (p = 0 against p = 0.5, say)."""
+    others = [c for c in choices if c.key != first]
+    p_first = next(c.p for c in choices if c.key == first)
+    return next((i for i, c in enumerate(others) if c.p != p_first), 0)
+
+
+def draw_view() -> None:
+    owner = session_id()
+    st.title("Draw — see what the network sees")
+    st.caption(
+        "Draw a digit. The model sees only the small 28×28 image on the right, made the way "
+        "MNIST was made: cropped to the ink, fitted in 20×20, centred by its centre of mass."
+    )
+
+    choices = model_choices(owner)
+    picked: list[tuple[ModelChoice, object]] = []
+    if not choices:
+        starter_panel()
+    else:
+        top = st.columns([3, 2])
+        with top[0]:
+            first = _picker(choices, _K_MODEL, "Model")
+        with top[1]:
+            st.write("")
+            compare = len(choices) > 1 and st.toggle(
+                "Compare with a second model",
+                key=_K_COMPARE,
+                help="Side by side, e.g. a p = 0 run against a p = 0.5 run.",
+            )
+        keys = [first]
+        if compare:
+            others = [c for c in choices if c.key != first]
+            keys.append(_picker(others, _K_OTHER, "Compare with", _other_default(choices, first)))
+        by_key = {c.key: c for c in choices}
+        for key in keys:
+            model = load_model(key, owner)
+            if model is None:
+                st.warning("That model is no longer available; pick another one.")
+                continue
+            picked.append((by_key[key], model))
+
+    generation = st.session_state.get(_K_CANVAS, 0)
+    left, right = st.columns([3, 2])
+    with left:
+        st.container(height=12, border=False)  # room for the canvas's floating toolbar
+        rgba = canvas_image(f"draw_canvas_{generation}")
+        st.button("Clear", on_click=_clear_canvas, key="draw_clear", icon=":material/delete:")
+    drawing = preprocess(rgba) if rgba is not None else None
+    with right:
+        st.markdown("**What the model receives** (28×28)")
+        if drawing is not None and drawing.preview is not None:
+            st.image(upscale(drawing.preview, 7), clamp=True, width=196)
+        else:
+            st.image(np.zeros((196, 196), dtype=np.uint8), width=196)
+        learn_link("canvas", "How a drawing becomes MNIST-like")
+
+    if drawing is None or drawing.status == "empty":
+        st.info("Draw a digit on the black canvas (one digit, 0–9, filling most of the box).")
+        return
+    if not drawing.ok:
+        st.warning(drawing.message)
+        return
+    if not picked:
+        return
+    x = drawing.tensor
+
+    samples = st.slider(
+        "Monte-Carlo samples T",
+        1,
+        200,
+        50,
+        key=_K_SAMPLES,
+        help="How many stochastic passes (each with its own dropout mask) are averaged.",
+    )
+    c_seed, c_link = st.columns([1, 3])
+    c_seed.button("New masks", on_click=_new_mc_seed, key="draw_resample")
+    with c_link:
+        learn_link("mc-dropout", "What Monte-Carlo dropout measures")
+    seed = st.session_state.get(_K_SEED, 0)
+
+    columns = st.columns(len(picked), border=len(picked) > 1)
+    for (choice, model), col in zip(picked, columns, strict=True):
+        with col:
+            if len(picked) > 1:
+                st.subheader(choice.label.split(" · ", 1)[-1])
+            off, on = (col, col) if len(picked) > 1 else st.columns(2)
+            with off:
+                eval_panel(model, x)
+            with on:
+                mc_panel(model, x, samples, seed)
+
+    st.subheader("One stochastic pass", anchor="one-pass")
+    st.caption(
+        "Training sees one pass like this per step: a fresh random mask over fc1's 128 units, "
+        "the kept ones scaled up by 1/(1−p) so the layer's expected output stays the same."
+    )
+    c_btn, c_link = st.columns([1, 3])
+    if c_btn.button("Run one pass", key="draw_one_pass", type="primary"):
+        st.session_state[_K_PASS] = secrets.randbits(31)
+    with c_link:
+        learn_link("inverted-dropout", "Why kept units are scaled by 1/(1−p)")
+    pass_seed = st.session_state.get(_K_PASS)
+    columns = st.columns(len(picked))
+    for i, ((_choice, model), col) in enumerate(zip(picked, columns, strict=True)):
+        with col:
+            pass_panel(model, x, None if pass_seed is None else pass_seed + i, f"pass_{i}")
