@@ -1,0 +1,144 @@
+"""Canvas drawing -> a 28x28 digit made the way MNIST was made.
+
+MNIST digits are white ink on black, cropped to their bounding box, scaled (anti-aliased,
+aspect kept) so the longer side is 20 px, and pasted into 28x28 with the intensity centre of
+mass at pixel (14, 14) (0-based; real MNIST's centres of mass lie in [13.5, 14.5] because the
+shift is a whole number of pixels). A drawing must go through the same steps or a model
+trained on MNIST sees something it has never seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import normalize
+
+BACKGROUNDS = ("auto", "black", "white")
+SIDE = 28
+BOX = 20  # MNIST's size-normalisation box
+CENTRE = 14.0  # target centre of mass, 0-based pixel index
+
+INK = 0.1  # ink intensity (0..1) that counts as drawn
+MIN_EXTENT = 0.15  # bounding box's longer side / canvas's shorter side below this: too small
+MIN_AREA = 0.002  # fraction of the canvas inked below this: too little ink
+FULL = 0.6  # fraction of the canvas inked above this: covered, not a digit
+TRANSPARENT = 0.01  # auto: this share of (near) transparent pixels means an alpha background
+
+EMPTY_MESSAGE = "Draw a digit (0–9) on the canvas."
+SMALL_MESSAGE = "That's too small to read. Draw one digit large, filling most of the canvas."
+FULL_MESSAGE = "The canvas is almost completely covered. Clear it and draw one digit."
+
+
+@dataclass(frozen=True)
+class CanvasResult:
+    status: str  # "ok" | "empty" | "full"
+    message: str  # for the user; "" when ok
+    tensor: torch.Tensor | None  # (1, 1, 28, 28), normalised like the training data
+    preview: np.ndarray | None  # (28, 28) uint8, white digit on black
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """HxW, HxWx3 or HxWx4 uint8 -> grey (H, W) float in 0..255 and alpha in 0..1 (or None)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise TypeError(f"canvas image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return image.astype(np.float32), None
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"canvas image must be HxW, HxWx3 or HxWx4, got {image.shape}")
+    rgb = image[..., :3].astype(np.float32)
+    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
+    alpha = image[..., 3].astype(np.float32) / 255.0 if image.shape[2] == 4 else None
+    return grey, alpha
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    width = max(1, min(a.shape) // 50)
+    return np.concatenate(
+        [a[:width].ravel(), a[-width:].ravel(), a[:, :width].ravel(), a[:, -width:].ravel()]
+    )
+
+
+def ink_intensity(image: np.ndarray, background: str = "auto") -> np.ndarray:
+    """How much ink each pixel holds, (H, W) float32 in 0..1, whatever the canvas's colours.
+
+    ``background`` is the colour the canvas shows where nothing is drawn. "auto": a canvas with
+    transparent pixels has an alpha background (ink = opacity, whatever the stroke colour);
+    an opaque one takes its background from the median of its border. An opaque canvas
+    painted over almost entirely cannot be told from a blank one in "auto"; pass the
+    background explicitly when it is known.
+    """
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    grey, alpha = _channels(image)
+    if background == "auto" and alpha is not None and (alpha < 0.03).mean() >= TRANSPARENT:
+        return alpha
+    if alpha is not None:  # composite over the background colour the canvas shows
+        under = 255.0 if background == "white" else 0.0
+        if background == "auto":
+            under = 255.0 if np.median(_border(grey)) >= 128 else 0.0
+        grey = alpha * grey + (1.0 - alpha) * under
+    if background == "auto":
+        bg = float(np.median(_border(grey)))
+        background = "white" if bg >= 128 else "black"
+    else:
+        bg = 0.0 if background == "black" else 255.0
+    if background == "black":
+        ink = (grey - bg) / max(255.0 - bg, 1.0)
+    else:
+        ink = (bg - grey) / max(bg, 1.0)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32)
+
+
+def _fit_box(ink: np.ndarray) -> np.ndarray:
+    """Cropped ink -> longer side BOX px, aspect kept, anti-aliased, peak 1."""
+    h, w = ink.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL: (width, height)
+    small = Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)
+    small = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+    peak = small.max()
+    return small / peak if peak > 0 else small
+
+
+def _centre(small: np.ndarray) -> np.ndarray:
+    """Paste into SIDE x SIDE shifted by whole pixels so the centre of mass is near CENTRE."""
+    h, w = small.shape
+    mass = small.sum()
+    cy = (small.sum(axis=1) * np.arange(h)).sum() / mass
+    cx = (small.sum(axis=0) * np.arange(w)).sum() / mass
+    top = int(np.clip(np.floor(CENTRE - cy + 0.5), 0, SIDE - h))
+    left = int(np.clip(np.floor(CENTRE - cx + 0.5), 0, SIDE - w))
+    out = np.zeros((SIDE, SIDE), dtype=np.float32)
+    out[top : top + h, left : left + w] = small
+    return out
+
+
+def preprocess(rgba: np.ndarray, background: str = "auto") -> CanvasResult:
+    """Canvas image (HxWx4, HxWx3 or HxW uint8) -> an MNIST-like digit, or why there is none."""
+    ink = ink_intensity(rgba, background)
+    drawn = ink > INK
+    height, width = ink.shape
+    coverage = float(drawn.mean())
+    if coverage > FULL:
+        return CanvasResult("full", FULL_MESSAGE, None, None)
+    if not drawn.any():
+        return CanvasResult("empty", EMPTY_MESSAGE, None, None)
+    rows = np.flatnonzero(drawn.any(axis=1))
+    cols = np.flatnonzero(drawn.any(axis=0))
+    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / min(height, width)
+    if extent < MIN_EXTENT or coverage < MIN_AREA:
+        return CanvasResult("empty", SMALL_MESSAGE, None, None)
+
+    crop = np.where(drawn, ink, 0.0)[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    digit = _centre(_fit_box(np.ascontiguousarray(crop, dtype=np.float32)))
+    preview = np.round(digit * 255.0).astype(np.uint8)  # (28, 28), quantised like MNIST
+    return CanvasResult("ok", "", normalize(torch.from_numpy(preview)), preview)
