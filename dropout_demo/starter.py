@@ -150,10 +150,10 @@ def ensure_default_model(store, manager, *, retry: bool = False) -> StarterStatu
         if status.state == "failed" and not retry:
             return status
         if _starter.thread is None or not _starter.thread.is_alive():
-            config = starter_config()
             try:
+                config = starter_config()
                 job_id = manager.submit(config, STARTER_OWNER)
-            except Exception as exc:  # a refusal (limits) is reported, not raised into the UI
+            except Exception as exc:  # a bad override or a refusal is reported, not raised
                 _starter.status = StarterStatus("failed", message=str(exc))
                 return _starter.status
             _starter.job_id, _starter.manager = job_id, manager

@@ -111,9 +111,9 @@ def mask_figure(result: PassResult) -> go.Figure:
     ).astype(object)
     fig = go.Figure(
         go.Heatmap(
-            z=kept,
-            customdata=units,
-            text=text,
+            z=kept.tolist(),  # plain lists: readable in the page's JSON (tests, browser)
+            customdata=units.tolist(),
+            text=text.tolist(),
             zmin=0,
             zmax=1,
             colorscale=[[0, DROP_COLOUR], [1, KEEP_COLOUR]],

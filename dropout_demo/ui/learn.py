@@ -93,10 +93,10 @@ def expected_output(a: np.ndarray, p: float, masks: int = 20_000, seed: int = 0)
 def mask_figure(a: np.ndarray, out: np.ndarray, kept: np.ndarray, p: float) -> go.Figure:
     x = [f"u{i}" for i in range(a.size)]
     fig = go.Figure()
-    fig.add_bar(x=x, y=a, name="before dropout", marker_color="#bab0ac")
+    fig.add_bar(x=x, y=a.tolist(), name="before dropout", marker_color="#bab0ac")
     fig.add_bar(
         x=x,
-        y=out,
+        y=out.tolist(),
         name=f"after (kept × {1 / (1 - p):.2f})",
         marker_color=np.where(kept, "#4c78a8", "#e45756").tolist(),
         text=np.where(kept, "", "dropped").tolist(),
