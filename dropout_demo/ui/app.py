@@ -1,0 +1,44 @@
+"""The app's frame: page config and navigation between the Lab, Draw and Learn views."""
+
+from __future__ import annotations
+
+import importlib
+
+import streamlit as st
+
+# url path -> (module in dropout_demo.ui, view function, title, icon)
+PAGES = {
+    "lab": ("lab", "lab_view", "Lab", ":material/science:"),
+    "draw": ("draw", "draw_view", "Draw", ":material/draw:"),
+    "learn": ("learn", "learn_view", "Learn", ":material/school:"),
+}
+DEFAULT_PAGE = "lab"
+
+
+def _view(url_path: str):
+    module_name, function_name, _, _ = PAGES[url_path]
+
+    def run_view() -> None:
+        # Imported when the page is shown, so one view's heavy imports never slow the others.
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        getattr(module, function_name)()
+
+    run_view.__name__ = run_view.__qualname__ = f"{module_name}_page"
+    return run_view
+
+
+def page(url_path: str) -> st.Page:
+    """The navigation page for ``url_path`` ("lab", "draw", "learn"), e.g. for st.page_link."""
+    _, _, title, icon = PAGES[url_path]
+    return st.Page(
+        _view(url_path),
+        title=title,
+        icon=icon,
+        url_path=url_path,
+        default=url_path == DEFAULT_PAGE,
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="Dropout Lab", page_icon=":material/blur_on:", layout="wide")
+    st.navigation([page(name) for name in PAGES], position="top").run()

@@ -1,0 +1,372 @@
+"""Lab: start dropout experiments, watch their curves grow live, compare p = 0 with p > 0."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import streamlit as st
+import torch
+
+from .. import charts, insights
+from ..config import PRESETS, ConfigError, TrainConfig
+from ..jobs import TERMINAL, JobError, JobSnapshot
+from ..model import make_checkpoint
+from ..runs import metrics_csv
+from . import state
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0  # live-chart refresh while anything is queued or running
+TEST_PRESETS_ENV = "DROPOUT_DEMO_TEST_PRESETS"  # "1": offer the seconds-long "Tiny (test)" preset
+SEED, OVERFIT, TINY, CUSTOM = "Seed recipe", "Overfitting lab", "Tiny (test)", "Custom"
+PRESET_CAPTIONS = {
+    SEED: "60,000 images · 5 epochs: the tutorial as written",
+    OVERFIT: "1,000 images · 30 epochs: where dropout visibly helps",
+    TINY: "256 images · 3 epochs: for tests",
+    CUSTOM: "your own size, epochs, learning rate, batch, seed",
+}
+STATUS_TEXT = {
+    "queued": "queued",
+    "running": "running",
+    "done": "done",
+    "cancelled": "stopped",
+    "failed": "failed",
+    "diverged": "diverged",
+}
+_COLOURS_KEY = "lab_colours"  # job id -> palette index, in submission order, per session
+_NOTICE_KEY = "lab_notice"  # (kind, text) left by a button callback for the next render
+
+
+# ---------------------------------------------------------------------------- settings
+def preset_names() -> list[str]:
+    names = [SEED, OVERFIT]
+    if os.environ.get(TEST_PRESETS_ENV) == "1":
+        names.append(TINY)
+    return [*names, CUSTOM]
+
+
+def _custom_config(base: TrainConfig) -> TrainConfig:
+    """The Custom fields; raises ConfigError with every problem (lr text included)."""
+    c1, c2, c3, c4, c5 = st.columns(5)
+    train_size = c1.number_input(
+        "Training images", value=base.train_size, step=500, key="lab_train_size"
+    )
+    epochs = c2.number_input("Epochs", value=base.epochs, step=1, key="lab_epochs")
+    lr_text = c3.text_input("Learning rate", value=f"{base.lr:g}", key="lab_lr")
+    batch = c4.number_input("Batch size", value=base.batch_size, step=16, key="lab_batch")
+    seed = c5.number_input("Seed", value=base.seed, step=1, key="lab_seed")
+    try:
+        lr = float(lr_text)
+    except ValueError:
+        lr = None
+    problems = [] if lr is not None else [f"learning rate must be a number, got {lr_text!r}"]
+    try:
+        config = base.replace(
+            train_size=int(train_size),
+            epochs=int(epochs),
+            lr=lr if lr is not None else base.lr,
+            batch_size=int(batch),
+            seed=int(seed),
+        )
+    except ConfigError as exc:
+        raise ConfigError(problems + exc.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def settings_panel() -> tuple[TrainConfig | None, str | None]:
+    """The dropout slider and preset picker; returns (config, None) or (None, why not)."""
+    left, right = st.columns([2, 3], gap="large")
+    p = left.slider(
+        "Dropout rate p (probability of dropping a unit)",
+        min_value=0.0,
+        max_value=0.9,
+        value=0.5,
+        step=0.05,
+        format="%.2f",
+        key="lab_p",
+        help="PyTorch's p is the drop probability; the 2014 paper's p is the keep probability.",
+    )
+    names = preset_names()
+    preset = right.radio(
+        "Preset",
+        names,
+        index=names.index(OVERFIT),
+        captions=[PRESET_CAPTIONS[n] for n in names],
+        horizontal=True,
+        key="lab_preset",
+    )
+    if preset != CUSTOM:
+        return PRESETS[preset].replace(p=p), None
+    try:
+        return _custom_config(PRESETS[OVERFIT].replace(p=p)), None
+    except ConfigError as exc:
+        problems = "\n".join(f"- {problem}" for problem in exc.problems)
+        return None, f"These custom settings can't be used:\n{problems}"
+
+
+def comparison_configs(config: TrainConfig, snaps: Sequence[JobSnapshot]) -> list[TrainConfig]:
+    """The runs that put ``config`` next to p = 0 (or next to p = 0.5 when it is p = 0),
+    leaving out any the session already has queued, running or done."""
+    partner = config.replace(p=0.5 if config.p == 0 else 0.0)
+    have = {s.config for s in snaps if s.status in ("queued", "running", "done")}
+    return [c for c in (config, partner) if c not in have]
+
+
+def _submit(configs: Sequence[TrainConfig], owner: str) -> None:
+    manager = state.manager()
+    for config in configs:
+        try:
+            manager.submit(config, owner)
+        except JobError as exc:
+            st.error(str(exc))
+            return
+
+
+# ---------------------------------------------------------------------------- runs table
+def _colours(snaps: Sequence[JobSnapshot]) -> dict[str, str]:
+    """A stable colour per job: the palette indexed by this session's submission order."""
+    index = st.session_state.setdefault(_COLOURS_KEY, {})
+    for s in snaps:
+        if s.id not in index:
+            index[s.id] = max(index.values(), default=-1) + 1
+    return {s.id: charts.colour_for(index[s.id]) for s in snaps}
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
+def _status(s: JobSnapshot) -> str:
+    if s.status == "queued" and s.queue_position:
+        return f"queued · #{s.queue_position} in line"
+    if s.status == "running" and s.stop_requested:
+        return "stopping…"
+    return STATUS_TEXT.get(s.status, s.status)
+
+
+def _progress(s: JobSnapshot) -> tuple[float, str]:
+    """Progress within the current epoch, and the text that says which epoch."""
+    total = s.config.epochs
+    if s.status == "running":
+        return s.progress, f"epoch {min(s.epoch + 1, total)} of {total}"
+    if s.status == "queued":
+        return 0.0, f"waiting · {total} epochs"
+    return (1.0 if s.status == "done" else s.progress), f"{s.epoch} of {total} epochs"
+
+
+def _notify(kind: str, text: str) -> None:
+    st.session_state[_NOTICE_KEY] = (kind, text)
+
+
+def _stop(job_id: str, owner: str) -> None:
+    try:
+        state.manager().cancel(job_id, owner)
+    except JobError as exc:
+        _notify("error", str(exc))
+
+
+def _remove(job_id: str, owner: str) -> None:
+    try:
+        state.manager().remove(job_id, owner)
+    except JobError as exc:
+        _notify("error", str(exc))
+
+
+def _save(job_id: str, owner: str) -> None:
+    try:
+        record = state.manager().save(job_id, owner, state.store())
+    except (JobError, OSError) as exc:
+        _notify("error", f"Could not save this run: {exc}")
+    else:
+        _notify("success", f"Saved “{record.name}” to the run store; the Draw page can use it.")
+
+
+def _weights(job_id: str, owner: str) -> bytes:
+    """The finished model as a checkpoint (``torch.load(..., weights_only=True)`` reads it)."""
+    manager = state.manager()
+    model, snap = manager.model(job_id, owner), manager.get(job_id, owner)
+    buffer = io.BytesIO()
+    torch.save(
+        make_checkpoint(model, snap.config, metrics=[m.to_dict() for m in snap.metrics]), buffer
+    )
+    return buffer.getvalue()
+
+
+def _file_stem(s: JobSnapshot) -> str:
+    c = s.config
+    return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}"
+
+
+WIDTHS = [0.25, 2.2, 1.5, 2.2, 0.9, 0.9, 0.8, 0.8, 0.8, 0.9]
+
+
+def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
+    heads = ["", "Run", "Status", "Progress", "Test acc.", "Elapsed"]
+    for col, head in zip(st.columns(WIDTHS), heads, strict=False):
+        col.markdown(f"**{head}**" if head else "")
+    for s in snaps:
+        cols = st.columns(WIDTHS, vertical_alignment="center")
+        cols[0].markdown(
+            f'<span title="{s.name}" style="display:inline-block;width:1rem;height:1rem;'
+            f'border-radius:3px;background:{colours[s.id]}"></span>',
+            unsafe_allow_html=True,
+        )
+        cols[1].markdown(s.name)
+        cols[2].markdown(_status(s))
+        value, text = _progress(s)
+        cols[3].progress(value, text=text)
+        cols[4].markdown(f"{s.metrics[-1].test_acc:.1%}" if s.metrics else "—")
+        cols[5].markdown(_elapsed(s.elapsed) if s.started else "—")
+        if s.status in TERMINAL:
+            cols[6].button("Remove", key=f"lab_remove_{s.id}", on_click=_remove, args=(s.id, owner))
+        else:
+            cols[6].button(
+                "Stop",
+                key=f"lab_stop_{s.id}",
+                on_click=_stop,
+                args=(s.id, owner),
+                disabled=s.stop_requested,
+            )
+        if s.has_model:
+            cols[7].button(
+                "Saved" if s.saved_run_id else "Save",
+                key=f"lab_save_{s.id}",
+                on_click=_save,
+                args=(s.id, owner),
+                disabled=s.saved_run_id is not None,
+                help="Keep this run's weights and curves in the run store",
+            )
+            cols[9].download_button(
+                "Weights",
+                data=lambda job_id=s.id: _weights(job_id, owner),
+                file_name=f"{_file_stem(s)}.pt",
+                mime="application/octet-stream",
+                key=f"lab_weights_{s.id}",
+                on_click="ignore",
+                help="PyTorch checkpoint: config + state_dict",
+            )
+        if s.metrics:
+            cols[8].download_button(
+                "CSV",
+                data=metrics_csv(s.metrics),
+                file_name=f"{_file_stem(s)}.csv",
+                mime="text/csv",
+                key=f"lab_csv_{s.id}",
+                on_click="ignore",
+                help="Per-epoch metrics",
+            )
+        if s.status in ("failed", "diverged") and s.error:
+            st.error(f"{s.name} {s.status}: {s.error}", icon=":material/error:")
+
+
+# ---------------------------------------------------------------------------- charts
+def chart_series(snaps: Sequence[JobSnapshot], colours: dict[str, str]) -> list[charts.Series]:
+    labels = insights.short_labels([s.config.p for s in snaps], [s.name for s in snaps])
+    return [
+        charts.Series(label, colours[s.id], s.metrics, s.config.epochs)
+        for s, label in zip(snaps, labels, strict=True)
+    ]
+
+
+def curves_reading(series: Sequence[charts.Series]) -> str:
+    return insights.reading([insights.Curve(r.name, r.metrics) for r in series])
+
+
+def live_panel(owner: str, polling: bool) -> None:
+    """The runs table, the charts and the reading: re-run alone every tick while polling."""
+    started = time.perf_counter()
+    snaps = state.manager().snapshot(owner)
+    if polling and all(s.is_terminal for s in snaps):
+        # Everything finished since the page was drawn: redraw the page once, without polling.
+        st.rerun(scope="app")
+
+    notice = st.session_state.pop(_NOTICE_KEY, None)
+    if notice:
+        (st.error if notice[0] == "error" else st.success)(notice[1])
+
+    colours = _colours(snaps)
+    st.subheader("Runs")
+    if snaps:
+        runs_table(snaps, colours, owner)
+    else:
+        st.caption("No runs yet. Pick settings above and press **Start run**.")
+
+    series = chart_series(snaps, colours)
+    st.subheader("Loss per epoch")
+    st.caption("Train solid, test dashed; one colour per run, as in the table.")
+    config = {"displaylogo": False}
+    st.plotly_chart(charts.loss_figure(series), key="lab_loss_chart", config=config)
+    st.info(curves_reading(series), icon=":material/insights:")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Accuracy per epoch**")
+        st.plotly_chart(charts.accuracy_figure(series), key="lab_acc_chart", config=config)
+    with right:
+        st.markdown("**Generalisation gap** (test − train loss)")
+        st.plotly_chart(charts.gap_figure(series), key="lab_gap_chart", config=config)
+    log.debug("lab live panel: %d runs, %.1f ms", len(snaps), (time.perf_counter() - started) * 1e3)
+
+
+# ---------------------------------------------------------------------------- page
+def _learn_links() -> None:
+    from .learn import learn_page_link  # the Learn view owns its section anchors
+
+    left, right = st.columns(2)
+    with left:
+        learn_page_link("why-it-helps", "Why does dropout fight overfitting?")
+    with right:
+        learn_page_link(
+            "inverted-dropout", "Inverted dropout: what PyTorch does in training and at test"
+        )
+
+
+def lab_view() -> None:
+    st.title("Lab: live dropout experiments")
+    st.caption(
+        "Train the same small CNN with and without dropout and watch the test curves part ways."
+    )
+    owner = state.session_id()
+    manager = state.manager()
+
+    with st.container(border=True):
+        config, problem = settings_panel()
+        if problem:
+            st.error(problem)
+        b1, b2, info = st.columns([1, 1.4, 3], vertical_alignment="center")
+        start = b1.button("Start run", type="primary", disabled=config is None, key="lab_start")
+        compare_label = "Compare with p = 0.5" if config and config.p == 0 else "Compare with p = 0"
+        compare = b2.button(
+            compare_label,
+            disabled=config is None,
+            key="lab_compare",
+            help="Start the same settings at p = 0 (at p = 0.5 when the slider is at 0) "
+            "next to this one, so the two curves sit side by side.",
+        )
+        if config is not None:
+            info.caption(
+                f"Next run: {config.label()} · lr {config.lr:g} · batch {config.batch_size}"
+            )
+
+    if config is not None and start:
+        _submit([config], owner)
+    elif config is not None and compare:
+        todo = comparison_configs(config, manager.snapshot(owner))
+        if todo:
+            _submit(todo, owner)
+        else:
+            st.info("Both runs of this comparison are already in your table.")
+
+    # Decide once per page run whether the live panel polls; it stops when nothing is active.
+    polling = any(not s.is_terminal for s in manager.snapshot(owner))
+    st.fragment(run_every=POLL_SECONDS if polling else None)(live_panel)(owner, polling)
+
+    _learn_links()

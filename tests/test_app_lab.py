@@ -1,0 +1,212 @@
+"""The Lab view in Streamlit's AppTest: start, watch, stop, refuse bad settings, show failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dropout_demo import jobs
+from dropout_demo.config import PRESETS
+from dropout_demo.ui import lab, state
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 60
+
+
+def use_manager(monkeypatch, manager: jobs.JobManager) -> None:
+    """Route the app's cached manager() (and a fresh run store) to this test's objects."""
+    monkeypatch.setattr(jobs, "_manager", manager)
+    state.manager.clear()
+    state.store.clear()
+
+
+@pytest.fixture
+def make_manager(monkeypatch):
+    made = []
+
+    def make(**kwargs) -> jobs.JobManager:
+        manager = jobs.JobManager(release_grace=0.05, **kwargs)
+        made.append(manager)
+        use_manager(monkeypatch, manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.shutdown(timeout=TIMEOUT)
+    state.manager.clear()
+    state.store.clear()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
+    assert not alive, f"training threads left running: {alive}"
+
+
+@pytest.fixture
+def lab_manager(make_manager, mnist, monkeypatch):
+    monkeypatch.setenv(lab.TEST_PRESETS_ENV, "1")
+    return make_manager(data_provider=lambda: mnist, max_running=2)
+
+
+def open_lab() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def owner_of(at: AppTest) -> str:
+    return at.session_state["dropout_lab_owner"]
+
+
+def wait_until(predicate, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def chart_specs(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by chart key fragment (loss, acc, gap)."""
+    specs = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        specs[spec["layout"]["uirevision"]] = spec
+    return specs
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+def test_app_opens_on_the_lab_without_exceptions(make_manager):
+    make_manager(data_provider=lambda: None)
+    at = open_lab()
+    assert at.title[0].value.startswith("Lab")
+    assert at.radio(key="lab_preset").value == "Overfitting lab"
+    assert "Tiny (test)" not in at.radio(key="lab_preset").options  # test preset hidden
+    assert at.slider(key="lab_p").value == 0.5
+    assert "No runs yet" in texts(at)
+    assert set(chart_specs(at)) == {"loss", "accuracy", "gap"}
+    assert at.info[0].value.startswith("Nothing yet")
+
+
+def test_start_a_tiny_run_fills_the_table_then_the_charts(lab_manager):
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Tiny (test)").run()
+    at.button(key="lab_start").click().run()
+    assert not at.exception
+    (snap,) = lab_manager.snapshot(owner_of(at))
+    assert snap.config == PRESETS["Tiny (test)"].replace(p=0.5)
+    assert snap.name in texts(at)  # its row in the runs table
+    assert at.button(key=f"lab_stop_{snap.id}")
+
+    wait_until(lambda: lab_manager.get(snap.id, owner_of(at)).is_terminal)
+    at.run()
+    assert not at.exception
+    assert lab_manager.get(snap.id, owner_of(at)).status == "done"
+    assert "done" in texts(at)
+    loss = chart_specs(at)["loss"]
+    assert [t["name"] for t in loss["data"]] == ["p = 0.50 · train", "p = 0.50 · test"]
+    assert [len(t["x"]) for t in loss["data"]] == [3, 3]
+    assert "after 3 epochs" in at.info[0].value
+    assert at.button(key=f"lab_remove_{snap.id}")
+    assert at.get("download_button")  # CSV and weights
+
+    at.button(key=f"lab_save_{snap.id}").click().run()
+    assert not at.exception
+    assert any("Saved" in s.value for s in at.success)
+    assert lab_manager.get(snap.id, owner_of(at)).saved_run_id is not None
+
+    at.button(key=f"lab_remove_{snap.id}").click().run()
+    assert lab_manager.snapshot(owner_of(at)) == ()
+    assert "No runs yet" in texts(at)
+
+
+def test_stop_cancels_a_running_run(lab_manager):
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Custom").run()
+    at.number_input(key="lab_train_size").set_value(256)
+    at.number_input(key="lab_epochs").set_value(200).run()
+    at.button(key="lab_start").click().run()
+    (snap,) = lab_manager.snapshot(owner_of(at))
+    wait_until(lambda: lab_manager.get(snap.id, owner_of(at)).status == "running")
+    at.button(key=f"lab_stop_{snap.id}").click().run()
+    assert not at.exception
+    wait_until(lambda: lab_manager.get(snap.id, owner_of(at)).is_terminal)
+    at.run()
+    assert lab_manager.get(snap.id, owner_of(at)).status == "cancelled"
+    assert "stopped" in texts(at)
+    assert at.button(key=f"lab_remove_{snap.id}")
+
+
+def test_invalid_custom_values_are_refused_with_a_message(make_manager):
+    manager = make_manager(data_provider=lambda: None)
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Custom").run()
+    at.number_input(key="lab_train_size").set_value(0)
+    at.text_input(key="lab_lr").input("fast").run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "train_size must be an integer in 1..60000" in message
+    assert "learning rate must be a number" in message
+    assert at.button(key="lab_start").disabled  # a browser cannot click it
+    assert at.button(key="lab_compare").disabled
+    assert manager.snapshot(owner_of(at)) == ()
+
+
+def test_a_run_over_the_server_limit_is_refused_with_the_managers_reason(make_manager):
+    manager = make_manager(data_provider=lambda: None)
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Custom").run()
+    at.number_input(key="lab_train_size").set_value(60_000)
+    at.number_input(key="lab_epochs").set_value(100).run()
+    at.button(key="lab_start").click().run()
+    assert not at.exception
+    assert any("too large" in e.value for e in at.error)
+    assert manager.snapshot(owner_of(at)) == ()
+
+
+def test_a_failed_run_shows_its_reason(make_manager):
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("out of paper")
+
+    manager = make_manager(data_provider=lambda: None, fit_fn=broken_fit)
+    at = open_lab()
+    at.button(key="lab_start").click().run()
+    owner = owner_of(at)
+    wait_until(lambda: all(s.is_terminal for s in manager.snapshot(owner)))
+    at.run()
+    assert not at.exception
+    assert any("failed" in e.value and "out of paper" in e.value for e in at.error)
+
+
+def test_compare_pairs_the_run_with_p_zero_or_p_half():
+    base = PRESETS["Overfitting lab"]
+    assert lab.comparison_configs(base.replace(p=0.3), []) == [
+        base.replace(p=0.3),
+        base.replace(p=0.0),
+    ]
+    assert lab.comparison_configs(base.replace(p=0.0), []) == [
+        base.replace(p=0.0),
+        base.replace(p=0.5),
+    ]
+
+
+def test_compare_button_starts_both_runs_and_skips_one_already_there(make_manager):
+    release = threading.Event()
+
+    def waiting_fit(config, data, should_stop, **kwargs):
+        while not (should_stop() or release.wait(0.01)):
+            pass
+        raise RuntimeError("test over")
+
+    manager = make_manager(data_provider=lambda: None, fit_fn=waiting_fit, max_running=4)
+    at = open_lab()
+    at.button(key="lab_start").click().run()
+    at.button(key="lab_compare").click().run()
+    assert not at.exception
+    ps = [s.config.p for s in manager.snapshot(owner_of(at))]
+    assert ps == [0.5, 0.0]  # the p = 0.5 run already existed, so only p = 0 was added
+    release.set()
