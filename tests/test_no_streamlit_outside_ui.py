@@ -53,7 +53,9 @@ def test_the_ast_check_would_catch_an_import():
 
 
 def test_importing_every_non_ui_module_leaves_streamlit_unloaded():
-    modules = sorted({module_name(p) for p in non_ui_sources()})
+    # __main__ runs the CLI when imported; the AST test above still reads it.
+    modules = sorted({module_name(p) for p in non_ui_sources() if p.stem != "__main__"})
+    assert "dropout_demo.charts" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
