@@ -106,6 +106,7 @@ class _Job:
     model: SimpleCNN | None = None
     saved_run_id: str | None = None
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    save_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     thread: threading.Thread | None = None
 
     def snapshot(self, queue_position: int | None) -> JobSnapshot:
@@ -182,8 +183,10 @@ class JobManager:
         self._queue: collections.deque[_Job] = collections.deque()
         self._running: set[_Job] = set()
         self._threads: set[threading.Thread] = set()
-        self._releases: dict[str, threading.Timer] = {}  # owner -> pending release timer
-        self._gone: set[str] = set()  # owners whose grace ran out; their jobs are forgotten
+        self._wake = threading.Condition(self._lock)  # wakes the release reaper early
+        self._deadlines: dict[str, float] = {}  # released owner -> monotonic end of its grace
+        self._reaper: threading.Thread | None = None  # alive only while a grace is pending
+        self._gone: set[str] = set()  # grace ran out, runs still stopping; forget them on finish
         self._seq = itertools.count(1)
         self._closed = False
 
@@ -272,19 +275,20 @@ class JobManager:
         """Write the finished job's model and metrics to the run store (once per job)."""
         with self._lock:
             job = self._find_locked(job_id, owner)
-            if job.model is None:
-                raise JobError("This run has no trained model to save.")
-            if job.saved_run_id is not None:
-                try:
-                    return store.get(job.saved_run_id)
-                except LookupError:
-                    pass  # deleted from the store since; save it again
-            model, config, metrics, status = job.model, job.config, tuple(job.metrics), job.status
-        # Disk I/O outside the lock; a finished job's model and metrics no longer change.
-        record = store.save(config, metrics, model, status=status, name=config.label())
-        with self._lock:
-            job.saved_run_id = record.id
-        return record
+        with job.save_lock:  # a double click saves one run, not two
+            with self._lock:
+                if job.model is None:
+                    raise JobError("This run has no trained model to save.")
+                saved_id = job.saved_run_id
+                model, config, metrics = job.model, job.config, tuple(job.metrics)
+            if saved_id is not None:
+                with contextlib.suppress(LookupError):  # else deleted from the store since
+                    return store.get(saved_id)
+            # Disk I/O outside the manager's lock; a finished job's model no longer changes.
+            record = store.save(config, metrics, model, status=job.status, name=config.label())
+            with self._lock:
+                job.saved_run_id = record.id
+            return record
 
     def touch(self, owner: str) -> None:
         """The owner is alive: a pending release is called off."""
@@ -292,19 +296,24 @@ class JobManager:
             self._touch_locked(owner)
 
     def release(self, owner: str) -> None:
-        """The owner went away: queued jobs go now, running ones after the grace period."""
+        """The owner went away: queued jobs go now; after the grace period its running jobs
+        are cancelled and all its jobs forgotten, unless :meth:`touch` comes first."""
         with self._lock:
             if self._closed:
                 return
             for job in [j for j in self._queue if j.owner == owner]:
                 self._cancel_locked(job)
-            if owner in self._releases or owner in self._gone:
+            has_jobs = any(j.owner == owner for j in self._jobs.values())
+            if not has_jobs or owner in self._deadlines:
                 return
-            timer = threading.Timer(self.release_grace, self._expire, args=(owner,))
-            timer.name = f"dropout-release-{owner[:12]}"
-            timer.daemon = True  # holds nothing; shutdown() still cancels and joins it
-            self._releases[owner] = timer
-            timer.start()
+            self._deadlines[owner] = time.monotonic() + self.release_grace
+            if self._reaper is None:
+                # One reaper for all released owners; it exits once no grace is pending.
+                self._reaper = threading.Thread(
+                    target=self._reap, name="dropout-release-reaper", daemon=True
+                )
+                self._reaper.start()
+            self._wake.notify_all()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Cancel everything and join every worker and timer thread. Idempotent."""
@@ -314,13 +323,13 @@ class JobManager:
                 self._cancel_locked(self._queue[0])
             for job in self._running:
                 job.stop.set()
-            timers = list(self._releases.values())
-            self._releases.clear()
+            self._deadlines.clear()
+            self._wake.notify_all()
             threads = list(self._threads)
-        for timer in timers:
-            timer.cancel()
+            if self._reaper is not None:
+                threads.append(self._reaper)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in timers + threads:
+        for thread in threads:
             if thread is threading.current_thread():
                 continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -342,9 +351,8 @@ class JobManager:
 
     def _touch_locked(self, owner: str) -> None:
         self._gone.discard(owner)
-        timer = self._releases.pop(owner, None)
-        if timer is not None:
-            timer.cancel()
+        if self._deadlines.pop(owner, None) is not None:
+            self._wake.notify_all()  # the reaper may have nothing left to wait for
 
     def _cancel_locked(self, job: _Job) -> None:
         if job.status == QUEUED:
@@ -353,19 +361,25 @@ class JobManager:
         elif job.status == RUNNING:
             job.stop.set()
 
-    def _expire(self, owner: str) -> None:
+    def _reap(self) -> None:
         with self._lock:
-            if self._releases.get(owner) is not threading.current_thread():
-                return  # touched (or shut down) while this timer was firing
-            del self._releases[owner]
-            self._gone.add(owner)
-            for job in list(self._jobs.values()):
-                if job.owner != owner:
-                    continue
-                if job.status in TERMINAL:
-                    del self._jobs[job.id]
-                else:
-                    self._cancel_locked(job)
+            while not self._closed and self._deadlines:
+                now = time.monotonic()
+                for owner, due in list(self._deadlines.items()):
+                    if due <= now:
+                        del self._deadlines[owner]
+                        self._expire_locked(owner)
+                if self._deadlines:
+                    self._wake.wait(min(self._deadlines.values()) - now)
+            self._reaper = None
+
+    def _expire_locked(self, owner: str) -> None:
+        for job in [j for j in self._jobs.values() if j.owner == owner]:
+            if job.status in TERMINAL:
+                del self._jobs[job.id]
+            else:
+                self._gone.add(owner)
+                self._cancel_locked(job)
 
     def _start_queued_locked(self) -> None:
         while not self._closed and self._queue and len(self._running) < self.max_running:
@@ -398,6 +412,8 @@ class JobManager:
         job.t_finished = time.monotonic()
         if job.owner in self._gone:
             self._jobs.pop(job.id, None)
+            if not any(j.owner == job.owner for j in self._jobs.values()):
+                self._gone.discard(job.owner)
         else:
             self._prune_locked(job.owner)
 
