@@ -89,6 +89,7 @@ class RunStore:
     def __init__(self, root: str | os.PathLike[str] | None = None):
         raw = root if root is not None else os.environ.get("DROPOUT_DEMO_RUNS")
         self.root = Path(raw).expanduser() if raw else default_runs_dir()
+        self._warned: set[tuple[str, int, int]] = set()  # bad files already reported
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -151,7 +152,7 @@ class RunStore:
             try:
                 records.append(self._read(path))
             except RunStoreError as exc:
-                log.warning("skipping %s: %s", path, exc)
+                self._skip(path, exc)
         records.sort(key=lambda r: (r.created, r.id), reverse=True)
         return records
 
@@ -183,6 +184,17 @@ class RunStore:
 
     def _weights_path(self, run_id: str) -> Path:
         return self.root / f"{_checked_id(run_id)}.pt"
+
+    def _skip(self, path: Path, exc: RunStoreError) -> None:
+        # The UI lists the store on every rerun: report each bad file once, not every second.
+        try:
+            info = path.stat()
+            key = (path.name, info.st_mtime_ns, info.st_size)
+        except OSError:
+            key = (path.name, 0, 0)
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        log.log(level, "skipping %s: %s", path, exc)
 
     def _write_atomic(self, path: Path, write: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")

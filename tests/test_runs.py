@@ -125,6 +125,11 @@ def test_damaged_and_foreign_files_are_skipped_with_a_warning(store, caplog):
     assert "notes.txt" not in warned and "orphan.pt" not in warned
     assert all(r.levelno == logging.WARNING for r in caplog.records)
 
+    caplog.clear()  # listed again (the UI does, every rerun): no second round of warnings
+    with caplog.at_level(logging.WARNING, logger="dropout_demo.runs"):
+        assert [r.id for r in store.list()] == [good.id]
+    assert caplog.records == []
+
 
 def test_truncated_or_foreign_weights_raise_a_clear_error(store):
     record = store.save(CONFIG, METRICS, make_model())
