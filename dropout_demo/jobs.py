@@ -195,11 +195,16 @@ class JobManager:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         if config.work > self.max_work:
+            example = (
+                f" (for example {self.max_work // MNIST_TRAIN_SIZE} epochs of the full "
+                f"{MNIST_TRAIN_SIZE:,}-image training set)"
+                if self.max_work >= MNIST_TRAIN_SIZE
+                else ""
+            )
             raise JobError(
                 f"This run is too large: {config.epochs:,} epochs × {config.train_size:,} images "
-                f"= {config.work:,} image passes, and the limit here is {self.max_work:,} "
-                f"(for example {self.max_work // MNIST_TRAIN_SIZE or 1} epochs of the full "
-                f"{MNIST_TRAIN_SIZE:,}-image training set). Use fewer epochs or fewer images."
+                f"= {config.work:,} image passes, and the limit here is {self.max_work:,}"
+                f"{example}. Use fewer epochs or fewer images."
             )
         with self._lock:
             if self._closed:
@@ -425,8 +430,8 @@ class JobManager:
     def _work(self, job: _Job) -> None:
         status, error, model, metrics = FAILED, "the run stopped unexpectedly", None, None
         try:
-            # Intra-op threads are a per-thread setting: give each running job an equal share of
-            # the cores, so concurrent runs don't oversubscribe them and thrash.
+            # Set in the worker thread, where this run's ops execute: each running job gets an
+            # equal share of the cores, so concurrent runs don't oversubscribe them and thrash.
             torch.set_num_threads(self.threads_per_job)
             data = self._data_provider()
             if job.stop.is_set():
