@@ -155,3 +155,22 @@ def gap_figure(runs: Sequence[Series]) -> go.Figure:
         "line": {"color": "#999", "width": 1},
     }
     return _figure(runs, traces, revision="gap", y_title="test − train loss", shapes=[zero])
+
+
+def apply_view(fig: go.Figure, view: dict[str, Any] | None) -> go.Figure:
+    """Re-apply what the user did to the chart in the browser: ``view`` holds ``x``/``y``
+    axis ranges (``None`` = default) and ``hidden``, the names of traces switched off in the
+    legend. Streamlit redraws a changed figure from scratch, so this is what keeps zoom and
+    legend choices through live updates."""
+    if not view:
+        return fig
+    for axis in ("x", "y"):
+        bounds = view.get(axis)
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+            fig.layout[f"{axis}axis"].range = list(bounds)
+            fig.layout[f"{axis}axis"].autorange = False
+    hidden = set(view.get("hidden") or ())
+    for trace in fig.data:
+        if trace.name in hidden:
+            trace.visible = "legendonly"
+    return fig

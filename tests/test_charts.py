@@ -104,3 +104,15 @@ def test_colours_are_stable_and_distinct():
     assert charts.colour_for(0) == charts.colour_for(0)
     assert len({charts.colour_for(i) for i in range(10)}) == 10
     assert charts.colour_for(10) == charts.colour_for(0)
+
+
+def test_apply_view_restores_zoom_and_hidden_traces():
+    fig = charts.apply_view(
+        charts.loss_figure(RUNS), {"x": [3, 12], "y": None, "hidden": ["p=0.50 · test"]}
+    )
+    assert tuple(fig.layout.xaxis.range) == (3, 12)
+    assert tuple(fig.layout.yaxis.range or ()) == ()  # y keeps its default
+    visible = {t.name: t.visible for t in fig.data}
+    assert visible["p=0.50 · test"] == "legendonly"
+    assert visible["p=0.00 · test"] is None
+    assert charts.apply_view(charts.loss_figure(RUNS), None).layout.xaxis.range == (0.5, 30.5)

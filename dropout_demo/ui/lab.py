@@ -17,6 +17,7 @@ from ..jobs import TERMINAL, JobError, JobSnapshot
 from ..model import make_checkpoint
 from ..runs import metrics_csv
 from . import state
+from .plot_view import plot_views
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ STATUS_TEXT = {
     "diverged": "diverged",
 }
 _COLOURS_KEY = "lab_colours"  # job id -> palette index, in submission order, per session
+CHART_KEYS = ("lab_loss_chart", "lab_acc_chart", "lab_gap_chart")
 _NOTICE_KEY = "lab_notice"  # (kind, text) left by a button callback for the next render
 
 
@@ -298,21 +300,29 @@ def live_panel(owner: str, polling: bool) -> None:
     if snaps:
         runs_table(snaps, colours, owner)
     else:
-        st.caption("No runs yet. Pick settings above and press **Start run**.")
+        st.caption("No runs yet: choose the settings above and start one.")
 
     series = chart_series(snaps, colours)
+    views = plot_views(CHART_KEYS, key="lab_chart_views")
+
+    def chart(build, key: str) -> None:
+        fig = charts.apply_view(build(series), views.get(key))
+        st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
     st.subheader("Loss per epoch")
-    st.caption("Train solid, test dashed; one colour per run, as in the table.")
-    config = {"displaylogo": False}
-    st.plotly_chart(charts.loss_figure(series), key="lab_loss_chart", config=config)
+    st.caption(
+        "Train solid, test dashed; one colour per run, as in the table. "
+        "Zoom and legend clicks stay while the curves grow; double-click resets."
+    )
+    chart(charts.loss_figure, "lab_loss_chart")
     st.info(curves_reading(series), icon=":material/insights:")
     left, right = st.columns(2)
     with left:
         st.markdown("**Accuracy per epoch**")
-        st.plotly_chart(charts.accuracy_figure(series), key="lab_acc_chart", config=config)
+        chart(charts.accuracy_figure, "lab_acc_chart")
     with right:
         st.markdown("**Generalisation gap** (test − train loss)")
-        st.plotly_chart(charts.gap_figure(series), key="lab_gap_chart", config=config)
+        chart(charts.gap_figure, "lab_gap_chart")
     log.debug("lab live panel: %d runs, %.1f ms", len(snaps), (time.perf_counter() - started) * 1e3)
 
 
