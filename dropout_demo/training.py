@@ -88,13 +88,22 @@ def prepare_tensors(config: TrainConfig, data: MNIST, device: torch.device) -> T
 
 
 def evaluate(
-    model: SimpleCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy with dropout off; the model's modes are restored."""
+    model: SimpleCNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+    should_stop: ShouldStop | None = None,
+) -> tuple[float, float] | None:
+    """Mean cross-entropy and accuracy with dropout off; the model's modes are restored.
+
+    Returns None when ``should_stop`` asks to stop (polled between batches).
+    """
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(x), batch_size):
+            if should_stop is not None and should_stop():
+                return None
             logits = model(x[start : start + batch_size])
             yb = y[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
@@ -163,7 +172,10 @@ def fit(
             correct += (logits.detach().argmax(1) == yb).sum()
             if on_batch is not None:
                 on_batch(epoch, b + 1, batches)
-        test_loss, test_acc = evaluate(model, data_t.x_test, data_t.y_test)
+        evaluation = evaluate(model, data_t.x_test, data_t.y_test, should_stop=should_stop)
+        if evaluation is None:
+            return finish("cancelled", f"stopped while evaluating epoch {epoch}")
+        test_loss, test_acc = evaluation
         m = EpochMetrics(
             epoch=epoch,
             train_loss=loss_sum / batches,

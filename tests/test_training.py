@@ -100,6 +100,18 @@ def test_stop_is_honoured_within_one_batch(mnist):
     assert len(calls) == 3 and result.metrics == []
 
 
+def test_stop_during_evaluation_is_honoured(mnist):
+    calls = []
+    result = fit(
+        TINY,
+        mnist,
+        should_stop=lambda: len(calls) == 10,  # true only after the last batch of epoch 1
+        on_batch=lambda e, b, n: calls.append(b),
+    )
+    assert result.status == "cancelled" and "evaluating" in result.message
+    assert result.metrics == []
+
+
 def test_divergence_is_a_status_not_an_exception(mnist):
     result = fit(TINY.replace(lr=1e30), mnist)
     assert result.status == "diverged"
