@@ -108,6 +108,7 @@ class _Job:
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     save_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     thread: threading.Thread | None = None
+    threads: int = 0  # torch intra-op threads this job's worker uses now
 
     def snapshot(self, queue_position: int | None) -> JobSnapshot:
         if self.t_started is None:
@@ -175,8 +176,7 @@ class JobManager:
         self.max_queued = max_queued
         self.release_grace = release_grace
         self.keep_finished = keep_finished
-        # Running jobs split the cores between them; each also keeps at least one thread.
-        self.threads_per_job = max(1, available_cores() // self.max_running)
+        self._cores = available_cores()
 
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}  # insertion order = submission order
@@ -430,9 +430,7 @@ class JobManager:
     def _work(self, job: _Job) -> None:
         status, error, model, metrics = FAILED, "the run stopped unexpectedly", None, None
         try:
-            # Set in the worker thread, where this run's ops execute: each running job gets an
-            # equal share of the cores, so concurrent runs don't oversubscribe them and thrash.
-            torch.set_num_threads(self.threads_per_job)
+            self._share_cores(job)
             data = self._data_provider()
             if job.stop.is_set():
                 status, error = CANCELLED, None
@@ -471,6 +469,21 @@ class JobManager:
     def _on_batch(self, job: _Job, batch: int, batches: int) -> None:
         with self._lock:
             job.batch, job.batches = batch, batches
+        self._share_cores(job)
+
+    def _share_cores(self, job: _Job) -> None:
+        """Give this worker thread its equal share of the cores, now that ``n`` jobs run.
+
+        Called in the worker thread, where the run's ops execute (torch's intra-op thread count
+        is per calling thread): concurrent runs don't oversubscribe the cores and thrash, and a
+        run alone gets them all. A change in the number of running jobs is picked up within one
+        batch.
+        """
+        with self._lock:
+            share = max(1, self._cores // max(1, len(self._running)))
+        if share != job.threads:
+            torch.set_num_threads(share)
+            job.threads = share
 
 
 _manager: JobManager | None = None

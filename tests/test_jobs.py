@@ -7,6 +7,7 @@ so they check the manager's logic without depending on training speed; two use t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import threading
@@ -68,6 +69,7 @@ class FakeFit:
         self.running = 0
         self.max_seen_running = 0
         self.thread_counts: list[int] = []
+        self.threads_after_batch: dict[int, list[int]] = collections.defaultdict(list)
         self.batches_after_stop: dict[int, int] = {}
         self.waiting: set[int] = set()  # seeds whose run has reached a gated batch
 
@@ -106,6 +108,7 @@ class FakeFit:
                 else:
                     time.sleep(self.batch_seconds)
                 on_batch(epoch, b, self.batches)
+                self.threads_after_batch[config.seed].append(torch.get_num_threads())
             m = EpochMetrics(
                 epoch=epoch,
                 train_loss=1.0 / epoch,
@@ -479,15 +482,23 @@ def test_finished_jobs_beyond_the_keep_limit_are_pruned_oldest_first(make_manage
     assert [s.id for s in manager.snapshot("ann")] == ids[2:]
 
 
-def test_each_worker_gets_its_share_of_the_cores(make_manager, fake, monkeypatch):
+def test_running_jobs_share_the_cores_and_a_lone_job_gets_them_all(make_manager, fake, monkeypatch):
     main_threads = torch.get_num_threads()
-    share = 1 if main_threads != 1 else 2  # differs from the caller's, so the check can fail
-    monkeypatch.setattr(jobs_module, "available_cores", lambda: 4 * share)
-    manager = make_manager(max_running=4)
-    assert manager.threads_per_job == share
-    job_id = manager.submit(TINY, "ann")
-    assert wait_until(lambda: manager.get(job_id, "ann").is_terminal)
-    assert fake.thread_counts == [share]
+    monkeypatch.setattr(jobs_module, "available_cores", lambda: 4)
+    manager = make_manager(max_running=2)
+    fake.gate(1)
+    fake.gate(2)
+    first = manager.submit(TINY.replace(seed=1), "ann")
+    assert wait_until(lambda: 1 in fake.waiting)
+    second = manager.submit(TINY.replace(seed=2), "ann")
+    assert wait_until(lambda: 2 in fake.waiting)
+    fake.gates[1].set()  # the first run goes on while the second holds the other slot
+    assert wait_until(lambda: manager.get(first, "ann").is_terminal)
+    fake.gates[2].set()  # now alone
+    assert wait_until(lambda: manager.get(second, "ann").is_terminal)
+    assert fake.thread_counts == [4, 2]  # alone at start, then one of two
+    assert set(fake.threads_after_batch[1]) == {2}
+    assert fake.threads_after_batch[2][-1] == 4
     assert torch.get_num_threads() == main_threads  # the caller's thread is left alone
 
 
