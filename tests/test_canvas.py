@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from dropout_demo import canvas
 from dropout_demo.canvas import preprocess
 from dropout_demo.data import MEAN, STD
 
@@ -185,3 +186,18 @@ def test_input_validation():
         preprocess(np.zeros((SIZE, SIZE, 4), np.float32))
     with pytest.raises(ValueError):
         preprocess(np.zeros((SIZE, SIZE, 2), np.uint8))
+
+
+def test_thick_pen_on_a_small_digit_keeps_its_loop_open():
+    # A 60x100 px zero drawn with a 26 px pen: the hole is ~8 px wide on the canvas and would
+    # blur shut at 20x20 (a "0" read as a blob). Stroke normalisation thins it to MNIST widths.
+    zero = [("ellipse", [(110, 90), (170, 190)])]
+    result = preprocess(draw(zero, width=26))
+    assert result.ok
+    assert result.preview[12:16, 12:16].max() < 128  # the centre stays dark
+    assert result.preview.max() == 255
+
+
+def test_stroke_ratio_estimates_pen_width():
+    bar = np.ones((200, 20), np.float32)  # a cropped straight stroke: 20 px wide, 200 px long
+    assert canvas._stroke_ratio(bar) == pytest.approx(20 / 200, rel=0.1)
