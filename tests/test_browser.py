@@ -37,6 +37,19 @@ JS_MAX_EPOCHS = """() => {
   if (!plot || !plot._fullData) return 0;
   return Math.max(0, ...plot._fullData.map(t => t._length || 0));
 }"""
+# True when the first chart has at least `runs` runs (train + test trace each), all at `epochs`.
+JS_RUNS_AT = """([runs, epochs]) => {
+  const plot = document.querySelector('.js-plotly-plot');
+  if (!plot || !plot._fullData || plot._fullData.length < 2 * runs) return false;
+  return plot._fullData.every(t => (t._length || 0) >= epochs);
+}"""
+# Share of the drawing canvas's pixels that are ink (bright).
+JS_INK = """c => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let ink = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) ink++;
+  return ink / (d.length / 4);
+}"""
 
 
 def require_browser() -> str:
@@ -130,32 +143,26 @@ def nav(page, title: str) -> None:
     page.get_by_role("link", name=title, exact=True).first.click()
 
 
-def start_run(page, preset: str, p: float | None = None, compare: bool = False) -> None:
+def start_run(page, preset: str, compare: bool = False) -> None:
+    """Pick a preset (at the default p = 0.5) and press Start run, or Compare with p = 0."""
     page.get_by_role("button", name="Start run").first.wait_for(timeout=60_000)
     page.get_by_text(preset, exact=True).first.click()
-    if p is not None:
-        set_slider(page, "Dropout rate p", p)
     page.wait_for_timeout(500)
     label = "Compare with p = 0" if compare else "Start run"
     page.get_by_role("button", name=label).first.click()
 
 
-def set_slider(page, label: str, value: float) -> None:
-    """Move a Streamlit slider with the keyboard until its thumb shows ``value``."""
-    thumb = page.get_by_role("slider", name=label).first
-    thumb.click()
-    for _ in range(40):
-        now = float(thumb.get_attribute("aria-valuenow"))
-        if abs(now - value) < 1e-6:
-            return
-        thumb.press("ArrowRight" if now < value else "ArrowLeft")
-        page.wait_for_timeout(50)
-    raise AssertionError(f"could not set slider {label!r} to {value}")
-
-
 def wait_for_epochs(page, epochs: int, timeout_s: float) -> int:
     page.wait_for_function(f"() => ({JS_MAX_EPOCHS})() >= {epochs}", timeout=timeout_s * 1000)
     return page.evaluate(JS_MAX_EPOCHS)
+
+
+def wait_for_runs(page, runs: int, epochs: int, timeout_s: float) -> None:
+    page.wait_for_function(JS_RUNS_AT, arg=[runs, epochs], timeout=timeout_s * 1000)
+
+
+def ink(page) -> float:
+    return page.locator("canvas.dc-canvas.lower-canvas").first.evaluate(JS_INK)
 
 
 def draw_strokes(page, strokes) -> None:
@@ -187,6 +194,8 @@ def screenshot(page, name: str, directory: str | None, height: int = 1800) -> No
     # Streamlit scrolls inside its own container, so a tall viewport shows the whole view.
     size = page.viewport_size
     page.set_viewport_size({"width": size["width"], "height": height})
+    page.mouse.move(0, height - 1)  # no hover tooltips in the picture
+    page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
     page.wait_for_timeout(1200)
     page.screenshot(path=str(Path(directory) / f"{name}.png"))
     page.set_viewport_size(size)
@@ -214,6 +223,8 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
             start_run(page, "Tiny (test)")
             epochs = wait_for_epochs(page, 2, timeout_s=90)
             assert epochs >= 2
+            start_run(page, "Tiny (test)", compare=True)  # adds the p = 0 run
+            wait_for_runs(page, 2, 3, timeout_s=90)
             screenshot(page, "lab", shots)
 
             nav(page, "Draw")
@@ -228,6 +239,19 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
                 "el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value)"
             )
             assert "This session" in picked, picked  # the Lab run is the model in use
+            drawn = ink(page)
+            assert drawn > 0.02
+
+            # Comparing adds a picker above the canvas; the drawing must survive it.
+            page.get_by_text("Compare with a second model").click()
+            page.get_by_text("Compare with", exact=True).wait_for(timeout=30_000)
+            page.wait_for_function(
+                "() => document.body.innerText.split('predicted digit ·').length === 3",
+                timeout=30_000,
+            )
+            assert ink(page) == pytest.approx(drawn, abs=0.005)
+            page.get_by_role("button", name="Run one pass").click()
+            page.get_by_text("Prediction of this pass").first.wait_for(timeout=30_000)
 
             nav(page, "Learn")
             page.get_by_text("Inverted dropout: scaled in training").wait_for(timeout=30_000)

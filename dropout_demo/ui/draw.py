@@ -312,6 +312,36 @@ def _other_default(choices: list[ModelChoice], first: str) -> int:
     return next((i for i, c in enumerate(others) if c.p != p_first), 0)
 
 
+def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
+    """The model picker(s), or the starter model's progress when there is no model yet."""
+    choices = model_choices(owner)
+    if not choices:
+        starter_panel()
+        return []
+    left, right = st.columns([3, 2])
+    with left:
+        first = _picker(choices, _K_MODEL, "Model")
+    keys = [first]
+    with right:
+        compare = len(choices) > 1 and st.toggle(
+            "Compare with a second model",
+            key=_K_COMPARE,
+            help="Side by side, e.g. a p = 0 run against a p = 0.5 run.",
+        )
+        if compare:
+            others = [c for c in choices if c.key != first]
+            keys.append(_picker(others, _K_OTHER, "Compare with", _other_default(choices, first)))
+    by_key = {c.key: c for c in choices}
+    picked = []
+    for key in keys:
+        model = load_model(key, owner)
+        if model is None:
+            st.warning("That model is no longer available; pick another one.")
+            continue
+        picked.append((by_key[key], model))
+    return picked
+
+
 def draw_view() -> None:
     owner = session_id()
     st.title("Draw — see what the network sees")
@@ -320,32 +350,10 @@ def draw_view() -> None:
         "MNIST was made: cropped to the ink, fitted in 20×20, centred by its centre of mass."
     )
 
-    choices = model_choices(owner)
-    picked: list[tuple[ModelChoice, object]] = []
-    if not choices:
-        starter_panel()
-    else:
-        top = st.columns([3, 2])
-        with top[0]:
-            first = _picker(choices, _K_MODEL, "Model")
-        with top[1]:
-            st.write("")
-            compare = len(choices) > 1 and st.toggle(
-                "Compare with a second model",
-                key=_K_COMPARE,
-                help="Side by side, e.g. a p = 0 run against a p = 0.5 run.",
-            )
-        keys = [first]
-        if compare:
-            others = [c for c in choices if c.key != first]
-            keys.append(_picker(others, _K_OTHER, "Compare with", _other_default(choices, first)))
-        by_key = {c.key: c for c in choices}
-        for key in keys:
-            model = load_model(key, owner)
-            if model is None:
-                st.warning("That model is no longer available; pick another one.")
-                continue
-            picked.append((by_key[key], model))
+    # Everything above the canvas lives in one container, so the canvas keeps its place in the
+    # page whatever shows up there; a moved canvas would be remounted, its strokes wiped.
+    with st.container():
+        picked = model_section(owner)
 
     generation = st.session_state.get(_K_CANVAS, 0)
     left, right = st.columns([3, 2])
