@@ -204,7 +204,7 @@ def screenshot(page, name: str, directory: str | None, height: int = 1800) -> No
 @pytest.mark.browser
 def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
     chromium = require_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     shots = os.environ.get("DROPOUT_DEMO_SCREENSHOTS")
     env = app_env(tmp_path / "runs", mnist_dir)
@@ -253,9 +253,25 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
             page.get_by_role("button", name="Run one pass").click()
             page.get_by_text("Prediction of this pass").first.wait_for(timeout=30_000)
 
-            nav(page, "Learn")
-            page.get_by_text("Inverted dropout: scaled in training").wait_for(timeout=30_000)
+            # The Draw page's link opens the Learn page in the same session, at its section.
+            page.get_by_role("link", name="What Monte-Carlo dropout measures").click()
+            section = page.locator("#mc-dropout")
+            section.wait_for(timeout=30_000)
+            expect(section).to_be_in_viewport(timeout=10_000)
+            assert page.url.split("?")[0].endswith("/learn")
             screenshot(page, "learn", shots)
+            # Back on Draw: still this session (its runs are offered), and the page agrees with
+            # the canvas (a fresh canvas after leaving the page: the prompt, no stale answer).
+            nav(page, "Draw")
+            page.get_by_text("Draw — see what the network sees").wait_for(timeout=30_000)
+            page.locator("canvas.dc-canvas.lower-canvas").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            picked = page.get_by_test_id("stSelectbox").first.evaluate(
+                "el => [...el.querySelectorAll('input')].map(i => i.value).join(' ')"
+            )
+            assert "This session" in picked, picked
+            shows_answer = page.get_by_text("MC prediction").count() > 0
+            assert shows_answer == (ink(page) > 0.02)
             assert not errors, errors
         finally:
             browser.close()
