@@ -14,7 +14,7 @@ from ..canvas import preprocess
 from ..inference import MCResult, PassResult, mc_predict, predict, stochastic_pass
 from ..model import HIDDEN_UNITS
 from ..runs import RunStore
-from ..starter import STARTER_TAG, StarterStatus, ensure_default_model
+from ..starter import STARTER_TAG, ensure_default_model
 from .state import manager, session_id, store
 
 CANVAS_SIZE = 280
@@ -212,7 +212,7 @@ def learn_link(section: str, label: str) -> None:
     learn_page_link(section, label)
 
 
-def starter_panel() -> StarterStatus:
+def starter_panel() -> None:
     """Report the default model's training; rerun the whole page once it is ready."""
 
     @st.fragment(run_every=1.0)
@@ -234,10 +234,9 @@ def starter_panel() -> StarterStatus:
             st.progress(min(done, 1.0), text=status.describe())
 
     _progress()
-    return ensure_default_model(store(), manager())
 
 
-def eval_panel(model, x: torch.Tensor) -> None:
+def eval_panel(model, x: torch.Tensor, slot: int = 0) -> None:
     probs = predict(model, x)[0].numpy()
     digit = int(probs.argmax())
     st.markdown("**Dropout off** (eval mode: every unit kept, nothing rescaled)")
@@ -246,10 +245,10 @@ def eval_panel(model, x: torch.Tensor) -> None:
         f"<div style='color:gray'>predicted digit · {probs[digit]:.1%} sure</div>",
         unsafe_allow_html=True,
     )
-    st.plotly_chart(probability_figure(probs), config=FIG_CONFIG, key=f"eval_{id(model)}")
+    st.plotly_chart(probability_figure(probs), config=FIG_CONFIG, key=f"draw_eval_{slot}")
 
 
-def mc_panel(model, x: torch.Tensor, samples: int, seed: int) -> MCResult:
+def mc_panel(model, x: torch.Tensor, samples: int, seed: int, slot: int = 0) -> MCResult:
     mc = mc_predict(model, x, samples=samples, seed=seed)
     st.markdown(f"**Dropout on** (Monte-Carlo: {mc.T} passes, a new random mask in each)")
     if model.p == 0:
@@ -259,8 +258,8 @@ def mc_panel(model, x: torch.Tensor, samples: int, seed: int) -> MCResult:
         )
     agree = int(mc.votes[mc.prediction])
     st.markdown(f"MC prediction: **{mc.prediction}** · {agree} of {mc.T} passes agree")
-    st.plotly_chart(mc_mean_figure(mc), config=FIG_CONFIG, key=f"mc_mean_{id(model)}")
-    st.plotly_chart(votes_figure(mc), config=FIG_CONFIG, key=f"mc_votes_{id(model)}")
+    st.plotly_chart(mc_mean_figure(mc), config=FIG_CONFIG, key=f"draw_mc_mean_{slot}")
+    st.plotly_chart(votes_figure(mc), config=FIG_CONFIG, key=f"draw_mc_votes_{slot}")
     c1, c2 = st.columns(2)
     c1.metric(
         "Predictive entropy",
@@ -292,7 +291,7 @@ def pass_panel(model, x: torch.Tensor, seed: int | None, slot: str) -> None:
         f" · {dropped} of {HIDDEN_UNITS} fc1 units dropped (dark) · kept units × "
         f"1/(1−{result.p:.2f}) = **×{result.scale:.2f}**"
     )
-    st.plotly_chart(mask_figure(result), config=FIG_CONFIG, key=f"mask_{slot}")
+    st.plotly_chart(mask_figure(result), config=FIG_CONFIG, key=f"draw_mask_{slot}")
 
 
 # ---------------------------------------------------------------- the view
@@ -395,15 +394,15 @@ def draw_view() -> None:
     seed = st.session_state.get(_K_SEED, 0)
 
     columns = st.columns(len(picked), border=len(picked) > 1)
-    for (choice, model), col in zip(picked, columns, strict=True):
+    for slot, ((choice, model), col) in enumerate(zip(picked, columns, strict=True)):
         with col:
             if len(picked) > 1:
                 st.subheader(choice.label.split(" · ", 1)[-1])
             off, on = (col, col) if len(picked) > 1 else st.columns(2)
             with off:
-                eval_panel(model, x)
+                eval_panel(model, x, slot)
             with on:
-                mc_panel(model, x, samples, seed)
+                mc_panel(model, x, samples, seed, slot)
 
     st.subheader("One stochastic pass", anchor="one-pass")
     st.caption(
@@ -417,6 +416,8 @@ def draw_view() -> None:
         learn_link("inverted-dropout", "Why kept units are scaled by 1/(1−p)")
     pass_seed = st.session_state.get(_K_PASS)
     columns = st.columns(len(picked))
-    for i, ((_choice, model), col) in enumerate(zip(picked, columns, strict=True)):
+    for i, ((choice, model), col) in enumerate(zip(picked, columns, strict=True)):
         with col:
+            if len(picked) > 1:
+                st.markdown(f"**{choice.label.split(' · ', 1)[-1]}**")
             pass_panel(model, x, None if pass_seed is None else pass_seed + i, f"pass_{i}")
