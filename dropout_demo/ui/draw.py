@@ -360,7 +360,8 @@ def draw_view() -> None:
         st.container(height=12, border=False)  # room for the canvas's floating toolbar
         rgba = canvas_image(f"draw_canvas_{generation}")
         st.button("Clear", on_click=_clear_canvas, key="draw_clear", icon=":material/delete:")
-    drawing = preprocess(rgba) if rgba is not None else None
+    # The canvas is set up white-on-black; saying so lets a fully painted canvas read as "full".
+    drawing = preprocess(rgba, background="black") if rgba is not None else None
     with right:
         st.markdown("**What the model receives** (28×28)")
         if drawing is not None and drawing.preview is not None:
