@@ -40,6 +40,17 @@ def test_seed_flatten_size_crashes_and_ours_does_not():
     assert SimpleCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_forward_equals_the_seed_layer_order():
+    """Ours pools before the ReLU (cheaper); the seed's relu -> pool order gives the same."""
+    model = seeded_model().eval()
+    x = torch.randn(16, 1, 28, 28)
+    relu, pool = nn.functional.relu, nn.functional.max_pool2d
+    h = pool(relu(model.conv1(x)), 2)
+    h = pool(relu(model.conv2(h)), 2)
+    seed_logits = model.fc2(relu(model.fc1(h.view(h.size(0), -1))))
+    torch.testing.assert_close(model(x), seed_logits, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("n", [1, 7, 64])
 def test_output_shape(n):
     assert seeded_model()(torch.randn(n, 1, 28, 28)).shape == (n, 10)
