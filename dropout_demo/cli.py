@@ -63,6 +63,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, multi_p: bool = False) ->
     parser.add_argument("--seed", type=int, default=d.seed, help="default 0")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
+        "--precision",
+        default=d.precision,
+        help="training arithmetic: auto (bf16 where the hardware has it natively), fp32, bf16",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -107,6 +112,7 @@ def _configs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
         eval_size=args.eval_size,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
     )
     try:
         return [TrainConfig(p=p, **common) for p in ps]
@@ -139,6 +145,7 @@ def _report_end(result: FitResult, out: TextIO, err: TextIO) -> int:
         print(f"Run {result.status}: {result.message}", file=err)
         return 1
     acc = result.metrics[-1].test_acc
+    print(f"Trained on {result.device}, {result.precision} arithmetic", file=out)
     print(f"Accuracy of the model on the test images: {100 * acc:.2f}%", file=out)
     return 0
 

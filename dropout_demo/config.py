@@ -8,6 +8,7 @@ from typing import Any
 
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,10 @@ class TrainConfig:
     eval_size: int = MNIST_TEST_SIZE
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    # Arithmetic of the training forward/backward passes: "fp32"; "bf16" (mixed precision:
+    # bfloat16 convolutions and matmuls, float32 weights, optimizer and loss); "auto" picks bf16
+    # where the hardware computes it natively, else fp32. Evaluation is always float32.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,6 +69,10 @@ class TrainConfig:
         ):
             problems.append(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        if self.precision not in PRECISIONS:
+            problems.append(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if problems:
             raise ConfigError(problems)

@@ -21,7 +21,9 @@ from .config import TrainConfig
 from .data import MNIST, normalize, subset
 from .model import SimpleCNN, build_model, eval_mode
 
-EVAL_BATCH_SIZE = 1_000  # evaluation needs no gradients, so big batches are cheap and fast
+# Evaluation needs no gradients. 256 keeps activations in cache: on a 2-core CPU the 10,000 test
+# images take 0.24 s at 256 against 0.58 s at 1,000 (bench/train_speed.py prints both).
+EVAL_BATCH_SIZE = 256
 
 OnEpoch = Callable[["EpochMetrics"], None]
 OnBatch = Callable[[int, int, int], None]
@@ -53,6 +55,7 @@ class FitResult:
     config: TrainConfig
     message: str = ""
     device: str = field(default="cpu")
+    precision: str = "fp32"  # what the training passes computed in: "fp32" or "bf16"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,6 +66,23 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available here")
     return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions/matmuls natively (fast, not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the training passes compute in: float32, or bfloat16 under autocast."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,11 @@ def fit(
     # channels_last lets oneDNN pick its fastest convolution kernels (about 10-20% per batch).
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    compute_dtype = resolve_precision(config.precision, device)
+    # Mixed precision: weights, gradients, optimizer state and the loss stay float32.
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16
+    )
     data_t = prepare_tensors(config, data, device)
 
     n = len(data_t.x_train)
@@ -144,20 +169,22 @@ def fit(
     def finish(status: str, message: str = "") -> FitResult:
         model.dropout.generator = None
         final = model.to(device="cpu", memory_format=torch.contiguous_format).eval()
-        return FitResult(status, metrics, final, config, message, str(device))
+        used = "bf16" if compute_dtype == torch.bfloat16 else "fp32"
+        return FitResult(status, metrics, final, config, message, str(device), used)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
-        xs, ys = data_t.x_train[order], data_t.y_train[order]  # (n, 1, 28, 28), (n,)
         loss_sum = 0.0
         correct = torch.zeros((), dtype=torch.int64, device=device)
         for b in range(batches):
             if should_stop is not None and should_stop():
                 return finish("cancelled", f"stopped during epoch {epoch}")
-            xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            idx = order[b * bs : (b + 1) * bs]
+            xb, yb = data_t.x_train[idx], data_t.y_train[idx]  # (bs, 1, 28, 28), (bs,)
+            with autocast:
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

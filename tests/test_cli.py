@@ -81,6 +81,7 @@ def test_sweep_prints_a_comparison(mnist_dir, tmp_path):
         (["train", "--epochs", "abc"], "invalid int value"),
         (["train", "--train-size", "70000"], "train_size must be"),
         (["train", "--batch-size", "0"], "batch_size must be"),
+        (["train", "--precision", "fp8"], "precision must be one of"),
         (["fly"], "invalid choice"),
         ([], "required"),
     ],

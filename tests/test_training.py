@@ -6,12 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dropout_demo import training
 from dropout_demo.config import TrainConfig
 from dropout_demo.data import normalize, subset
 from dropout_demo.model import SimpleCNN
-from dropout_demo.training import fit, resolve_device
+from dropout_demo.training import fit, resolve_device, resolve_precision
 
-TINY = TrainConfig(p=0.5, epochs=2, train_size=300, eval_size=500, batch_size=32, seed=3)
+# float32, so the comparison with the plain reference loop can be tight
+TINY = TrainConfig(
+    p=0.5, epochs=2, train_size=300, eval_size=500, batch_size=32, seed=3, precision="fp32"
+)
 
 
 def reference_fit(config, data):
@@ -130,3 +134,25 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_precision_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == torch.float32
+    assert resolve_precision("bf16", cpu) == torch.bfloat16  # emulated where not native
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    assert resolve_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(training, "native_bf16", lambda device: False)
+    assert resolve_precision("auto", cpu) == torch.float32
+
+
+def test_mixed_precision_run_learns_like_fp32_and_is_deterministic(mnist):
+    config = TrainConfig(p=0.5, epochs=1, train_size=3_000, eval_size=2_000, precision="bf16")
+    a, b = fit(config, mnist), fit(config, mnist)
+    full = fit(config.replace(precision="fp32"), mnist)
+    assert a.precision == "bf16" and full.precision == "fp32"
+    assert a.metrics[-1].test_acc > 0.8
+    assert a.metrics[-1].test_loss == b.metrics[-1].test_loss
+    # bfloat16 arithmetic changes the path a little, not where training gets to
+    assert abs(a.metrics[-1].test_acc - full.metrics[-1].test_acc) < 0.03
+    assert all(p.dtype == torch.float32 for p in a.model.parameters())
