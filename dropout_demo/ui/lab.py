@@ -208,7 +208,7 @@ def _file_stem(s: JobSnapshot) -> str:
     return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}"
 
 
-WIDTHS = [0.25, 2.2, 1.5, 2.2, 0.9, 0.9, 0.8, 0.8, 0.8, 0.9]
+WIDTHS = [0.25, 2.1, 1.3, 2.0, 0.9, 0.9, 1.1, 0.8, 0.8, 1.0]
 
 
 def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
