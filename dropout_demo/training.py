@@ -140,9 +140,11 @@ def fit(
 ) -> FitResult:
     """Train ``SimpleCNN(config.p)`` with the seed recipe; report metrics after every epoch.
 
-    Deterministic for a given seed on the CPU: initial weights, the training subset, batch order
-    and dropout masks all come from generators seeded by ``config.seed``, never from the
-    process-wide RNG that concurrent runs share. ``should_stop`` is polled before every batch.
+    Deterministic for a given seed on the CPU at a fixed thread count: initial weights, the
+    training subset, batch order and dropout masks all come from generators seeded by
+    ``config.seed``, never from the process-wide RNG that concurrent runs share (a different
+    intra-op thread count can still change the last bits of float sums). ``should_stop`` is
+    polled before every batch and between evaluation batches.
     """
     device = resolve_device(config.device)
     gen = torch.Generator().manual_seed(config.seed)
