@@ -68,6 +68,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def mask_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator a run's dropout masks come from, separate from its batch order."""
+    return torch.Generator(device).manual_seed(seed + 1)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 convolutions/matmuls natively (fast, not emulated)."""
     if device.type == "cuda":
@@ -147,11 +152,11 @@ def fit(
     polled before every batch and between evaluation batches.
     """
     device = resolve_device(config.device)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # initial weights, then batch order
     model = build_model(config, generator=gen).to(device)
-    model.dropout.generator = (
-        gen if device.type == "cpu" else torch.Generator(device).manual_seed(config.seed)
-    )
+    # Masks get their own stream: at p = 0 no mask is drawn, and sharing ``gen`` would then
+    # shift every later batch order, so "the same run at p = 0" would not see the same batches.
+    model.dropout.generator = mask_generator(config.seed, device)
     # channels_last lets oneDNN pick its fastest convolution kernels (about 10-20% per batch).
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)

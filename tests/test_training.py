@@ -21,12 +21,12 @@ TINY = TrainConfig(
 def reference_fit(config, data):
     """The seed's loop written plainly: per-batch indexing, default memory format, plain Adam.
 
-    It draws from one generator in the same order as ``fit`` (init, then per epoch one
-    permutation and one dropout mask per batch), so both see the same batches and masks.
+    It draws from the same seeded generators as ``fit`` (init, then one permutation per epoch;
+    dropout masks from their own), so both see the same batches and masks.
     """
     gen = torch.Generator().manual_seed(config.seed)
     model = SimpleCNN(p=config.p, generator=gen)
-    model.dropout.generator = gen
+    model.dropout.generator = torch.Generator().manual_seed(config.seed + 1)
     images, labels = subset(data.train_images, data.train_labels, config.train_size, config.seed)
     x, y = normalize(images), labels
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=False)
@@ -56,6 +56,25 @@ def test_fast_loop_matches_reference_loop(mnist):
     assert ours == pytest.approx(ref_losses, rel=1e-4)
     for (name, a), b in zip(result.model.named_parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_batch_order_does_not_depend_on_p(mnist, monkeypatch):
+    """Comparing p = 0 with p = 0.5 must change only p: same initial weights, same batches."""
+    orders = []
+    real_randperm = torch.randperm
+
+    def recording_randperm(*args, **kwargs):
+        order = real_randperm(*args, **kwargs)
+        orders[-1].append(order.clone())
+        return order
+
+    monkeypatch.setattr(torch, "randperm", recording_randperm)
+    for p in (0.0, 0.5):
+        orders.append([])
+        fit(TINY.replace(p=p, epochs=3), mnist)
+    assert len(orders[0]) == len(orders[1]) == 2 + 3  # train and test subsets, one per epoch
+    for a, b in zip(orders[0], orders[1], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_metrics_are_reported_every_epoch(mnist):
