@@ -39,7 +39,12 @@ def p_label(p: float) -> str:
 def short_labels(ps: Sequence[float], names: Sequence[str]) -> list[str]:
     """Label runs by their dropout rate when that tells them apart, else by their full names."""
     labels = [p_label(p) for p in ps]
-    return labels if len(set(labels)) == len(labels) else list(names)
+    if len(set(labels)) == len(labels):
+        return labels
+    names = list(names)
+    if len(set(names)) == len(names):
+        return names
+    return [f"{name} (#{i})" for i, name in enumerate(names, 1)]  # same settings, started twice
 
 
 def trend_of(metrics: Sequence[Any]) -> LossTrend:
@@ -90,28 +95,28 @@ def reading(curves: Sequence[Curve]) -> str:
     if len(started) == 1:
         return _single(started[0])
 
-    trends = {c.label: trend_of(c.metrics) for c in started}
-    best = min(started, key=lambda c: trends[c.label].last)
-    worst = max(started, key=lambda c: trends[c.label].last)
-    tb, tw = trends[best.label], trends[worst.label]
-    rising = [c for c in started if trends[c.label].trend == "rising"]
+    trends = {id(c): trend_of(c.metrics) for c in started}  # labels need not be unique
+    best = min(started, key=lambda c: trends[id(c)].last)
+    worst = max(started, key=lambda c: trends[id(c)].last)
+    tb, tw = trends[id(best)], trends[id(worst)]
+    rising = [c for c in started if trends[id(c)].trend == "rising"]
 
-    if rising and trends[best.label].trend != "rising":
-        over = max(rising, key=lambda c: trends[c.label].last)
-        to = trends[over.label]
+    if rising and trends[id(best)].trend != "rising":
+        over = max(rising, key=lambda c: trends[id(c)].last)
+        to = trends[id(over)]
         verb = "kept falling" if tb.trend == "falling" else "held steady"
         return (
             f"{over.label} test loss turned upward after epoch {to.best_epoch} while "
             f"{best.label} {verb} ({to.last:.2f} vs {tb.last:.2f})."
         )
     if rising and len(rising) == len(started):
-        turns = ", ".join(f"{c.label} after epoch {trends[c.label].best_epoch}" for c in rising)
+        turns = ", ".join(f"{c.label} after epoch {trends[id(c)].best_epoch}" for c in rising)
         return (
             f"Every test loss has turned upward ({turns}); lowest now {best.label} "
             f"at {tb.last:.2f}."
         )
     if rising:
-        to = trends[best.label]
+        to = trends[id(best)]
         return (
             f"{best.label} test loss turned upward after epoch {to.best_epoch} but is still the "
             f"lowest ({tb.last:.2f} vs {worst.label} {tw.last:.2f})."

@@ -87,3 +87,10 @@ def test_labels():
     assert p_label(0.5) == "p = 0.50"
     assert short_labels([0.0, 0.5], ["a", "b"]) == ["p = 0", "p = 0.50"]
     assert short_labels([0.5, 0.5], ["a", "b"]) == ["a", "b"]
+    # two runs with the same settings (e.g. differing only in learning rate or seed)
+    assert short_labels([0.5, 0.5], ["a", "a"]) == ["a (#1)", "a (#2)"]
+
+
+def test_runs_with_the_same_label_are_read_apart():
+    text = reading([Curve("p = 0.50", OVERFIT), Curve("p = 0.50", HEALTHY)])
+    assert "turned upward after epoch 14" in text
