@@ -26,7 +26,7 @@ import torch
 from .config import MNIST_TRAIN_SIZE, TrainConfig
 from .data import get_mnist
 from .model import SimpleCNN
-from .runs import RunRecord, RunStore
+from .runs import RunRecord, RunStore, RunStoreError
 from .training import EpochMetrics, FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class JobManager:
         max_running: int | None = None,
         max_per_owner: int = 4,
         max_work: int = MNIST_TRAIN_SIZE * 10,
+        max_batch_size: int = 1_024,
         release_grace: float = 120.0,
         fit_fn: Callable[..., FitResult] = fit,
         max_queued: int = 32,
@@ -173,6 +174,9 @@ class JobManager:
         self.max_running = max_running or default_max_running()
         self.max_per_owner = max_per_owner
         self.max_work = max_work
+        # Activation memory grows with the batch: one batch of 60,000 would need ~5 GB for the
+        # first conv's output alone, and a hosted demo's process is shared by every visitor.
+        self.max_batch_size = max_batch_size
         self.max_queued = max_queued
         self.release_grace = release_grace
         self.keep_finished = keep_finished
@@ -194,6 +198,11 @@ class JobManager:
     def submit(self, config: TrainConfig, owner: str) -> str:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if config.batch_size > self.max_batch_size:
+            raise JobError(
+                f"Batch size {config.batch_size:,} is too large here; the limit is "
+                f"{self.max_batch_size:,} images per batch."
+            )
         if config.work > self.max_work:
             example = (
                 f" (for example {self.max_work // MNIST_TRAIN_SIZE} epochs of the full "
@@ -287,7 +296,8 @@ class JobManager:
                 saved_id = job.saved_run_id
                 model, config, metrics = job.model, job.config, tuple(job.metrics)
             if saved_id is not None:
-                with contextlib.suppress(LookupError):  # else deleted from the store since
+                # Deleted from the store since, or its record damaged: save it again.
+                with contextlib.suppress(RunStoreError):
                     return store.get(saved_id)
             # Disk I/O outside the manager's lock; a finished job's model no longer changes.
             record = store.save(config, metrics, model, status=job.status, name=config.label())

@@ -619,3 +619,10 @@ def test_real_fit_on_real_mnist_runs_to_done_and_cancels_fast(mnist, tmp_path):
 
 def test_statuses_are_the_contracts():
     assert frozenset({"done", "cancelled", "failed", "diverged"}) == TERMINAL
+
+
+def test_oversized_batches_are_refused(make_manager):
+    manager = make_manager(max_running=1)
+    with pytest.raises(JobError, match="Batch size 60,000 is too large"):
+        manager.submit(TINY.replace(batch_size=60_000, train_size=60_000, epochs=1), "ann")
+    assert manager.snapshot("ann") == ()

@@ -15,7 +15,7 @@ from .. import charts, insights
 from ..config import PRESETS, ConfigError, TrainConfig
 from ..jobs import TERMINAL, JobError, JobSnapshot
 from ..model import make_checkpoint
-from ..runs import metrics_csv
+from ..runs import RunStoreError, metrics_csv
 from . import state
 from .plot_view import plot_views
 
@@ -59,7 +59,9 @@ def _custom_config(base: TrainConfig) -> TrainConfig:
     )
     epochs = c2.number_input("Epochs", value=base.epochs, step=1, key="lab_epochs")
     lr_text = c3.text_input("Learning rate", value=f"{base.lr:g}", key="lab_lr")
-    batch = c4.number_input("Batch size", value=base.batch_size, step=16, key="lab_batch")
+    batch = c4.number_input(
+        "Batch size", value=base.batch_size, min_value=1, max_value=1_024, step=16, key="lab_batch"
+    )
     seed = c5.number_input("Seed", value=base.seed, step=1, key="lab_seed")
     try:
         lr = float(lr_text)
@@ -186,7 +188,7 @@ def _remove(job_id: str, owner: str) -> None:
 def _save(job_id: str, owner: str) -> None:
     try:
         record = state.manager().save(job_id, owner, state.store())
-    except (JobError, OSError) as exc:
+    except (JobError, RunStoreError, OSError) as exc:
         _notify("error", f"Could not save this run: {exc}")
     else:
         _notify("success", f"Saved “{record.name}” to the run store; the Draw page can use it.")
@@ -259,7 +261,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
         if s.metrics:
             cols[8].download_button(
                 "CSV",
-                data=metrics_csv(s.metrics),
+                data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
                 file_name=f"{_file_stem(s)}.csv",
                 mime="text/csv",
                 key=f"lab_csv_{s.id}",
