@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,8 +155,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     parser = build_parser()
     args = parser.parse_args(argv)
     configs = _configs(args, parser)
-    if args.command == "train" and args.save is not None and args.save.is_dir():
-        parser.error(f"--save {args.save}: is a directory; give a file name such as model.pt")
+    output = args.save if args.command == "train" else args.csv
+    if output is not None:
+        problem = _unwritable(output)
+        if problem:
+            parser.error(problem)  # before training, so a long run is never lost at the end
     try:
         data = get_mnist(args.data_dir)
     except DataError as e:
@@ -168,7 +172,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             result = _train_one(config, data, args.quiet, out, err)
             status = _report_end(result, out, err)
             if status == 0 and args.save is not None:
-                args.save.parent.mkdir(parents=True, exist_ok=True)
                 ckpt = make_checkpoint(result.model, config, metrics=_metric_dicts(result))
                 torch.save(ckpt, args.save)
                 print(f"Saved model and config to {args.save}", file=out)
@@ -177,9 +180,25 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     except ValueError as e:  # e.g. a CUDA device asked for on a machine without one
         print(f"error: {e}", file=err)
         return EXIT_USAGE
+    except OSError as e:  # the output could not be written after all (disk full, ...)
+        print(f"error: could not write the output: {e}", file=err)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=err)
         return 130
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written as an output file, or None; creates missing parents."""
+    if path.is_dir():
+        return f"{path}: is a directory; give a file name such as model.pt"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"{path}: cannot create its directory ({e.strerror})"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path}: not writable"
+    return None
 
 
 def _metric_dicts(result: FitResult) -> list[dict]:

@@ -104,3 +104,12 @@ def test_missing_data_is_a_message_not_a_traceback(tmp_path):
 def test_save_to_a_directory_is_refused(tmp_path, capsys):
     code, _, _ = run_cli("train", "--save", str(tmp_path))
     assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, _ = run_cli("train", "--save", str(blocker / "sub" / "m.pt"))
+    assert code == 2 and "cannot create its directory" in capsys.readouterr().err
+    code, _, _ = run_cli("sweep", "--csv", str(tmp_path))
+    assert code == 2 and "is a directory" in capsys.readouterr().err
