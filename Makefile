@@ -32,6 +32,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/inference_latency.py
 	$(BIN)/python bench/canvas_accuracy.py
+	$(BIN)/python bench/app_latency.py
 
 clean-venv:
 	rm -rf $(VENV)
