@@ -1,7 +1,9 @@
 """Plotly figures for training curves: pure functions from plain data to ``go.Figure``.
 
 A run is a :class:`Series` (name, colour, per-epoch metrics). Each chart sets a constant
-``layout.uirevision`` so that a live redraw keeps the user's zoom and legend choices.
+``layout.uirevision``; since ``st.plotly_chart`` remounts a changed figure, that alone does not
+keep a user's zoom and legend choices through live redraws: :func:`apply_view` re-applies the
+view that ``dropout_demo/ui/plot_view.py`` reports.
 """
 
 from __future__ import annotations

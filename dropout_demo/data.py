@@ -69,11 +69,16 @@ class MNIST:
 # ---------------------------------------------------------------- locating the files
 
 
-def default_data_dir() -> Path:
-    """``$XDG_CACHE_HOME/dropout_demo/mnist``, falling back to ``~/.cache``."""
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/dropout_demo`` (a relative value is ignored, as XDG says), else
+    ``~/.cache/dropout_demo``: where downloaded data and saved runs live by default."""
     cache = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "dropout_demo" / "mnist"
+    return base / "dropout_demo"
+
+
+def default_data_dir() -> Path:
+    return cache_dir() / "mnist"
 
 
 def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str | None]:

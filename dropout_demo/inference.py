@@ -103,13 +103,18 @@ def _mc_logits(model: nn.Module, x: torch.Tensor, samples: int, seed: int | None
         with torch.inference_mode(), eval_mode(model):
             feats = model.features(x)  # (1, 128), deterministic
             dropped = _draw_dropped((samples, feats.shape[1]), model.p, _generator(seed))
-            scale = 1.0 / (1.0 - model.p)
-            keep = (~dropped).to(device=device, dtype=feats.dtype) * scale  # (T, 128)
-            return model.fc2(feats * keep).cpu()  # (T, 128) -> (T, 10)
+            return _masked_logits(model, feats, dropped).cpu()  # (T, 128) -> (T, 10)
     # Generic model: T copies in one forward; nn.Dropout draws from the global RNG, so fork it.
     with torch.random.fork_rng(devices=[]), torch.inference_mode(), mc_dropout(model):
         torch.manual_seed(seed if seed is not None else _generator(None).initial_seed())
         return model(x.expand(samples, -1, -1, -1)).cpu()  # (T, 1, 28, 28) -> (T, 10)
+
+
+def _masked_logits(model: SimpleCNN, feats: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """fc2 on fc1's features with the ``dropped`` units zeroed and the kept ones scaled by
+    1/(1-p): exactly what the model's dropout layer does in training."""
+    keep = (~dropped).to(device=feats.device, dtype=feats.dtype) / (1.0 - model.p)
+    return model.fc2(feats * keep)
 
 
 def mc_predict(
@@ -151,14 +156,12 @@ def stochastic_pass(model: SimpleCNN, x: torch.Tensor, generator: torch.Generato
     with torch.inference_mode(), eval_mode(model):
         feats = model.features(x)[0]  # (128,)
         dropped = _draw_dropped((HIDDEN_UNITS,), p, generator)
-        scale = 1.0 / (1.0 - p)
-        keep = (~dropped).to(device=device, dtype=feats.dtype) * scale
-        logits = model.fc2(feats * keep)  # (10,)
+        logits = _masked_logits(model, feats, dropped)  # (10,)
         probs = F.softmax(logits.double(), dim=0).cpu().numpy()
     return PassResult(
         probs=probs,
         prediction=int(probs.argmax()),
         dropped=dropped.numpy(),
-        scale=scale,
+        scale=1.0 / (1.0 - p),
         p=p,
     )

@@ -118,25 +118,28 @@ def set_mc_dropout(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
-    """Context manager form of :func:`set_mc_dropout` that restores every module's mode."""
+def _modes_restored(model: nn.Module) -> Iterator[None]:
+    """Puts every module back in the train/eval mode it had on entry."""
     modes = {m: m.training for m in model.modules()}
     try:
-        yield set_mc_dropout(model)
+        yield
     finally:
         for m, training in modes.items():
             m.train(training)
 
 
 @contextlib.contextmanager
+def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager form of :func:`set_mc_dropout` that restores every module's mode."""
+    with _modes_restored(model):
+        yield set_mc_dropout(model)
+
+
+@contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Plain eval mode (dropout is the identity), restoring every module's mode afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    try:
+    with _modes_restored(model):
         yield model.eval()
-    finally:
-        for m, training in modes.items():
-            m.train(training)
 
 
 def make_checkpoint(model: SimpleCNN, config: TrainConfig, **extra: Any) -> dict[str, Any]:

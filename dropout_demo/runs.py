@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
+from .data import cache_dir
 from .model import SimpleCNN, make_checkpoint, model_from_checkpoint
 from .training import EpochMetrics
 
@@ -57,8 +58,7 @@ class RunRecord:
 
 
 def default_runs_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "dropout_demo" / "runs"
+    return cache_dir() / "runs"
 
 
 def new_run_id(now: float | None = None) -> str:
