@@ -86,9 +86,18 @@ def metrics_csv(metrics: Iterable[EpochMetrics | dict[str, Any]]) -> str:
 class RunStore:
     """Saved runs in one directory; safe to use from several threads and processes."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        max_runs: int | None = 100,
+        keep_tags: Iterable[str] = ("starter",),
+    ):
         raw = root if root is not None else os.environ.get("DROPOUT_DEMO_RUNS")
         self.root = Path(raw).expanduser() if raw else default_runs_dir()
+        # Every visitor of a hosted demo can save: past ``max_runs`` the oldest runs go (about
+        # 0.9 MB each), except those tagged with one of ``keep_tags`` (the starter model).
+        self.max_runs = max_runs
+        self.keep_tags = frozenset(keep_tags)
         self._warned: set[tuple[str, int, int]] = set()  # bad files already reported
 
     def __repr__(self) -> str:
@@ -130,7 +139,17 @@ class RunStore:
             with contextlib.suppress(OSError):
                 weights.unlink()  # no JSON -> not a run; don't leave the weights behind
             raise
+        self._prune()
         return self._record(meta)
+
+    def _prune(self) -> None:
+        if self.max_runs is None:
+            return
+        records = self.list()  # newest first
+        for record in records[self.max_runs :]:
+            if not self.keep_tags & set(record.tags):
+                with contextlib.suppress(RunNotFoundError):  # another process got there first
+                    self.delete(record.id)
 
     def delete(self, run_id: str) -> None:
         meta = self._meta_path(run_id)

@@ -227,3 +227,16 @@ def test_metrics_csv_has_header_and_one_row_per_epoch():
             assert float(row[name]) == getattr(m, name)  # full precision
     assert metrics_csv([]) == "epoch,train_loss,train_acc,test_loss,test_acc,seconds\n"
     assert metrics_csv([m.to_dict() for m in METRICS]) == text
+
+
+def test_oldest_runs_go_past_the_cap_but_kept_tags_stay(tmp_path):
+    store = RunStore(tmp_path / "capped", max_runs=3)
+    starter = store.save(CONFIG, METRICS, make_model(), tags=("starter",))
+    saved = [store.save(CONFIG.replace(seed=i), METRICS[:1], make_model(i)) for i in range(4)]
+    kept = [r.id for r in store.list()]
+    assert kept == [r.id for r in reversed(saved[1:])] + [starter.id]  # saved[0] went
+    assert not (tmp_path / "capped" / f"{saved[0].id}.pt").exists()
+    unbounded = RunStore(tmp_path / "unbounded", max_runs=None)
+    for i in range(4):
+        unbounded.save(CONFIG.replace(seed=i), METRICS[:1], make_model(i))
+    assert len(unbounded.list()) == 4
