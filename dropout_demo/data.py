@@ -37,6 +37,7 @@ FILES = {
 }
 SPLIT_SIZES = {"train": MNIST_TRAIN_SIZE, "test": MNIST_TEST_SIZE}
 
+DOWNLOAD_SECONDS = 300.0  # about 11 MB: seconds on any working connection
 _IDX_UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
 _WHERE_TO_PUT = (
@@ -138,10 +139,31 @@ def _download(root: Path) -> None:
     TorchvisionMNIST(str(root), download=True)
 
 
+def _download_with_deadline(root: Path, seconds: float) -> None:
+    """``_download`` in a daemon thread: torchvision's HTTP reads have no timeout, and a
+    stalled connection must not hold the loading lock (and every training run) forever."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            _download(root)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="mnist-download", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise TimeoutError(f"no complete download after {seconds:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def _download_or_explain(root: Path) -> None:
     logger.info("MNIST not found in %s; downloading it with torchvision", root)
     try:
-        _download(root)
+        _download_with_deadline(root, DOWNLOAD_SECONDS)
     except Exception as exc:  # offline, proxy, disk, checksum: all end in the same advice
         reason = " ".join(str(exc).split()) or "no details"  # torchvision's is multi-line
         if len(reason) > 300:

@@ -361,6 +361,19 @@ def test_download_that_leaves_files_missing_is_reported(cache_home, monkeypatch)
     assert "does not exist" in message(excinfo) and str(cache_home.resolve()) in message(excinfo)
 
 
+def test_a_stalled_download_ends_in_a_clear_error(cache_home, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(data, "_download", lambda root: release.wait(10))  # a hung connection
+    monkeypatch.setattr(data, "DOWNLOAD_SECONDS", 0.2)
+    try:
+        with pytest.raises(DataError) as excinfo:
+            load_mnist()
+    finally:
+        release.set()
+    assert "TimeoutError: no complete download after 0.2 s" in message(excinfo)
+    assert "Put the four files" in message(excinfo)
+
+
 # ---------------------------------------------------------------- get_mnist cache
 
 
