@@ -119,8 +119,6 @@ class _Starter:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.job_id: str | None = None
-        self.manager = None
         self.thread: threading.Thread | None = None
         self.status = StarterStatus("idle")
 
@@ -156,7 +154,6 @@ def ensure_default_model(store, manager, *, retry: bool = False) -> StarterStatu
             except Exception as exc:  # a bad override or a refusal is reported, not raised
                 _starter.status = StarterStatus("failed", message=str(exc))
                 return _starter.status
-            _starter.job_id, _starter.manager = job_id, manager
             _starter.status = StarterStatus("queued", epochs=config.epochs)
             _starter.thread = threading.Thread(
                 target=_watch, args=(manager, store, job_id, config), name="starter", daemon=True
@@ -217,5 +214,5 @@ def _reset_for_tests() -> None:
     if thread is not None:
         thread.join(timeout=120)
     with _starter.lock:
-        _starter.job_id = _starter.manager = _starter.thread = None
+        _starter.thread = None
         _starter.status = StarterStatus("idle")
