@@ -25,6 +25,10 @@ from .model import SimpleCNN, build_model, eval_mode
 # images take 0.24 s at 256 against 0.58 s at 1,000 (bench/train_speed.py prints both).
 EVAL_BATCH_SIZE = 256
 
+# Part of every run's identity (dropout_demo.jobs.identity): bump it whenever a change to the
+# training code changes what a run computes, so cached results of the old code are not reused.
+TRAINING_VERSION = "2026.11.1"
+
 OnEpoch = Callable[["EpochMetrics"], None]
 OnBatch = Callable[[int, int, int], None]
 ShouldStop = Callable[[], bool]
@@ -98,6 +102,11 @@ class Tensors:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+
+def evaluated_images(config: TrainConfig) -> int:
+    """How many test images a whole run evaluates (admission counts them as work)."""
+    return config.epochs * config.eval_size
 
 
 def prepare_tensors(config: TrainConfig, data: MNIST, device: torch.device) -> Tensors:
