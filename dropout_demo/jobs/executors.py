@@ -1,0 +1,148 @@
+"""Executors: where a run's computation happens. The scheduler decides when; these decide where.
+
+:class:`ThreadExecutor` trains in a thread of this process. The seam is small on purpose: a
+distributed executor (Ray) implements the same ``start``/``shutdown`` and calls the same
+:class:`RunCallbacks`, from whatever thread receives the worker's progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..config import TrainConfig
+from ..model import SimpleCNN
+from ..training import EpochMetrics, FitResult
+
+log = logging.getLogger(__name__)
+
+THREAD_PREFIX = "dropout-job-"
+DONE, CANCELLED, FAILED, DIVERGED = "done", "cancelled", "failed", "diverged"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, reported once."""
+
+    status: str  # done, cancelled, failed or diverged
+    error: str | None
+    model: SimpleCNN | None
+    metrics: list[EpochMetrics] | None  # the run's final metrics, when training returned
+    precision: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What an executor needs to run one computation, and where it reports."""
+
+    name: str  # unique among live tasks (thread name, log lines)
+    config: TrainConfig
+    threads: int  # torch intra-op threads, set once when the run starts
+    should_stop: Callable[[], bool]
+    on_batch: Callable[[int, int], None]  # (batch done in this epoch, batches per epoch)
+    on_epoch: Callable[[EpochMetrics], None]
+    on_finish: Callable[[Outcome], None]  # exactly once, whatever happens
+
+
+class Executor(Protocol):
+    def start(self, task: RunTask) -> None: ...
+
+    def shutdown(self, timeout: float | None = None) -> None: ...
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_fit(fit_fn: Callable[..., FitResult], data: Any, task: RunTask) -> Outcome:
+    """Call ``fit`` and turn whatever happens into an :class:`Outcome` (never raises)."""
+    try:
+        if task.should_stop():
+            return Outcome(CANCELLED, None, None, None)
+        result = fit_fn(
+            task.config,
+            data,
+            on_epoch=task.on_epoch,
+            should_stop=task.should_stop,
+            on_batch=lambda _epoch, batch, batches: task.on_batch(batch, batches),
+        )
+        status = result.status
+        if status not in (DONE, CANCELLED, DIVERGED):
+            return Outcome(FAILED, f"training returned unknown status {status!r}", None, None)
+        error = (result.message or None) if status != CANCELLED else None
+        return Outcome(
+            status,
+            error,
+            result.model,
+            list(result.metrics),
+            getattr(result, "precision", None),
+            getattr(result, "device", None),
+        )
+    except Exception as exc:
+        log.warning("training run %s failed", task.name, exc_info=True)
+        return Outcome(FAILED, describe(exc), None, None)
+
+
+class ThreadExecutor:
+    """One thread per running run, in this process; torch's thread count is set per thread."""
+
+    def __init__(self, fit_fn: Callable[..., FitResult], data_provider: Callable[[], Any]):
+        self._fit = fit_fn
+        self._data_provider = data_provider
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+
+    def start(self, task: RunTask) -> None:
+        # Not a daemon: interpreter exit waits for the run to stop cleanly (see get_manager).
+        thread = threading.Thread(
+            target=self._work, args=(task,), name=f"{THREAD_PREFIX}{task.name}", daemon=False
+        )
+        with self._lock:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the OS refused another thread
+            with self._lock:
+                self._threads.discard(thread)
+            task.on_finish(Outcome(FAILED, describe(exc), None, None))
+
+    def _work(self, task: RunTask) -> None:
+        outcome = Outcome(FAILED, "the run stopped unexpectedly", None, None)
+        try:
+            # torch's intra-op thread count belongs to the calling thread: set once, here.
+            torch.set_num_threads(task.threads)
+            try:
+                data = self._data_provider()
+            except Exception as exc:
+                log.warning("loading data for run %s failed", task.name, exc_info=True)
+                outcome = Outcome(FAILED, describe(exc), None, None)
+            else:
+                outcome = run_fit(self._fit, data, task)
+        finally:
+            try:
+                task.on_finish(outcome)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+    def threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._threads)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Wait for every run thread (the caller has asked them to stop)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads():
+            if thread is threading.current_thread():
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
