@@ -8,11 +8,11 @@ reserved owner no browser session can have), saves the result to the run store t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,6 @@ CONFIG_ENV = "DROPOUT_DEMO_STARTER"
 # Half of MNIST for 2 epochs at p = 0.5: 98.4% test accuracy in about 9 s on two CPU cores
 # (12 s on one), so well under a minute even while visitors' runs share the machine.
 DEFAULT_STARTER_CONFIG = TrainConfig(p=0.5, epochs=2, train_size=30_000, eval_size=10_000, seed=0)
-
-_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,10 @@ class _Starter:
     """Process-wide state: at most one starter run at a time, and only one per process."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
+        self.lock = threading.RLock()
+        self.job: tuple[Any, str] | None = None  # (manager, this owner's row id) while training
         self.status = StarterStatus("idle")
+        self.hooked: set[int] = set()  # managers whose finished hook reports to us
 
     def set(self, status: StarterStatus) -> None:
         with self.lock:
@@ -134,8 +133,9 @@ def ensure_default_model(store, manager, *, retry: bool = False) -> StarterStatu
     """Return the default model's status, starting its training if nothing has yet.
 
     Cheap enough to call on every rerun: it lists the store, and starts work at most once per
-    process (several concurrent callers share that one run). ``retry=True`` starts again after a
-    failure.
+    process (concurrent callers share that one run; an identical run someone else started, or
+    a cached result, is reused). ``retry=True`` starts again after a failure. No thread polls:
+    the manager's finished hook saves the model the moment its run ends.
     """
     record = find_starter(store)
     if record is not None:
@@ -147,72 +147,105 @@ def ensure_default_model(store, manager, *, retry: bool = False) -> StarterStatu
             status = _starter.status = StarterStatus("idle")
         if status.state == "failed" and not retry:
             return status
-        if _starter.thread is None or not _starter.thread.is_alive():
+        if _starter.job is None or _starter.job[0] is not manager:
             try:
                 config = starter_config()
-                job_id = manager.submit(config, STARTER_OWNER)
+                if id(manager) not in _starter.hooked:
+                    manager.add_finished_hook(lambda snap, model: _on_finished(snap, store))
+                    _starter.hooked.add(id(manager))
+                job_id = manager.submit(
+                    config, STARTER_OWNER, tags=(STARTER_TAG,), name=STARTER_NAME
+                )
             except Exception as exc:  # a bad override or a refusal is reported, not raised
                 _starter.status = StarterStatus("failed", message=str(exc))
                 return _starter.status
+            _starter.job = (manager, job_id)
             _starter.status = StarterStatus("queued", epochs=config.epochs)
-            _starter.thread = threading.Thread(
-                target=_watch, args=(manager, store, job_id, config), name="starter", daemon=True
-            )
-            _starter.thread.start()
-        return _starter.status
+        return _follow(store)
 
 
-def _watch(manager, store, job_id: str, config: TrainConfig) -> None:
-    """Follow the job, publish its progress, save the finished model to the store."""
+def _follow(store) -> StarterStatus:
+    """The status of the run in progress, read from its snapshot (under ``_starter.lock``)."""
+    manager, job_id = _starter.job
     try:
-        while True:
-            snap = manager.get(job_id, STARTER_OWNER)
-            if snap.is_terminal:
-                break
-            state = "queued" if snap.status == "queued" else "training"
-            _starter.set(
-                StarterStatus(
-                    state,
-                    epoch=snap.epoch,
-                    epochs=config.epochs,
-                    progress=snap.progress,
-                    queue_position=snap.queue_position,
-                )
-            )
-            time.sleep(_POLL_SECONDS)
-        if snap.status != "done" or not snap.has_model:
-            message = snap.error or f"the run ended with status {snap.status!r}"
-            _starter.set(StarterStatus("failed", message=message, epochs=config.epochs))
-            return
-        model = manager.model(job_id, STARTER_OWNER)
-        record = store.save(
-            config, list(snap.metrics), model, name=STARTER_NAME, tags=(STARTER_TAG,)
+        snap = manager.get(job_id, STARTER_OWNER)
+    except Exception as exc:  # the manager shut down or forgot the run
+        _starter.job = None
+        _starter.status = StarterStatus("failed", message=str(exc) or type(exc).__name__)
+        return _starter.status
+    epochs = snap.config.epochs
+    if not snap.is_terminal:
+        state = "queued" if snap.status == "queued" else "training"
+        _starter.status = StarterStatus(
+            state,
+            epoch=snap.epoch,
+            epochs=epochs,
+            progress=snap.progress,
+            queue_position=snap.queue_position,
         )
-        final = snap.metrics[-1] if snap.metrics else None
-        log.info(
-            "starter model saved as %s (test accuracy %s, %.1f s)",
-            record.id,
-            f"{final.test_acc:.2%}" if final else "?",
-            final.seconds if final else float("nan"),
-        )
-        _starter.set(
-            StarterStatus("ready", run_id=record.id, epoch=config.epochs, epochs=config.epochs)
-        )
-        try:
-            manager.remove(job_id, STARTER_OWNER)
-        except Exception:  # only bookkeeping; the model is saved
-            log.debug("could not remove the finished starter job", exc_info=True)
+        return _starter.status
+    if snap.status != "done" or not snap.has_model:
+        message = snap.error or f"the run ended with status {snap.status!r}"
+        _starter.job = None
+        _starter.status = StarterStatus("failed", message=message, epochs=epochs)
+        return _starter.status
+    try:
+        record = _tagged_record(manager, job_id, store)
     except Exception as exc:
-        log.exception("starter model training failed")
-        _starter.set(StarterStatus("failed", message=str(exc) or type(exc).__name__))
+        log.exception("could not save the starter model")
+        _starter.job = None
+        _starter.status = StarterStatus("failed", message=str(exc) or type(exc).__name__)
+        return _starter.status
+    final = snap.metrics[-1] if snap.metrics else None
+    log.info(
+        "starter model saved as %s (test accuracy %s)",
+        record.id,
+        f"{final.test_acc:.2%}" if final else "?",
+    )
+    with contextlib.suppress(Exception):  # only bookkeeping; the model is saved
+        manager.remove(job_id, STARTER_OWNER)
+    _starter.job = None
+    _starter.status = StarterStatus("ready", run_id=record.id, epoch=epochs, epochs=epochs)
+    return _starter.status
+
+
+def _tagged_record(manager, job_id: str, store):
+    """The run's record in ``store``, tagged as the starter (saved now if it is not there)."""
+    record = manager.save(job_id, STARTER_OWNER, store)
+    if STARTER_TAG in record.tags:
+        return record
+    # Someone else's identical run, saved untagged: keep a tagged copy safe from pruning.
+    model = manager.model(job_id, STARTER_OWNER)
+    return store.save(
+        record.config,
+        record.metrics,
+        model,
+        name=STARTER_NAME,
+        tags=(STARTER_TAG,),
+        key=record.key,
+        info=dict(record.info or {}),
+    )
+
+
+def _on_finished(snap, store) -> None:
+    """The manager's finished hook: when the starter's run ends, settle its status now."""
+    with _starter.lock:
+        if _starter.job is None or snap.key != _key_of(_starter.job):
+            return
+        _follow(store)
+
+
+def _key_of(job: tuple[Any, str]) -> str | None:
+    manager, job_id = job
+    try:
+        return manager.get(job_id, STARTER_OWNER).key
+    except Exception:
+        return None
 
 
 def _reset_for_tests() -> None:
     """Forget this process's starter run (tests simulate a new process with it)."""
     with _starter.lock:
-        thread = _starter.thread
-    if thread is not None:
-        thread.join(timeout=120)
-    with _starter.lock:
-        _starter.thread = None
+        _starter.job = None
         _starter.status = StarterStatus("idle")
+        _starter.hooked.clear()

@@ -12,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from dropout_demo import jobs
 from dropout_demo.config import PRESETS
+from dropout_demo.jobs import manager as manager_module
+from dropout_demo.runs import RunStore
 from dropout_demo.ui import lab, state
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -20,7 +22,7 @@ TIMEOUT = 60
 
 def use_manager(monkeypatch, manager: jobs.JobManager) -> None:
     """Route the app's cached manager() (and a fresh run store) to this test's objects."""
-    monkeypatch.setattr(jobs, "_manager", manager)
+    monkeypatch.setattr(manager_module, "_manager", manager)
     state.manager.clear()
     state.store.clear()
 
@@ -47,7 +49,7 @@ def make_manager(monkeypatch):
 @pytest.fixture
 def lab_manager(make_manager, mnist, monkeypatch):
     monkeypatch.setenv(lab.TEST_PRESETS_ENV, "1")
-    return make_manager(data_provider=lambda: mnist, max_running=2)
+    return make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
 
 
 def open_lab() -> AppTest:
@@ -114,10 +116,7 @@ def test_start_a_tiny_run_fills_the_table_then_the_charts(lab_manager):
     assert at.button(key=f"lab_remove_{snap.id}")
     assert at.get("download_button")  # CSV and weights
 
-    at.button(key=f"lab_save_{snap.id}").click().run()
-    assert not at.exception
-    assert any("Saved" in s.value for s in at.success)
-    assert lab_manager.get(snap.id, owner_of(at)).saved_run_id is not None
+    assert lab_manager.get(snap.id, owner_of(at)).saved_run_id is not None  # saved by itself
 
     at.button(key=f"lab_remove_{snap.id}").click().run()
     assert lab_manager.snapshot(owner_of(at)) == ()
@@ -127,8 +126,8 @@ def test_start_a_tiny_run_fills_the_table_then_the_charts(lab_manager):
 def test_stop_cancels_a_running_run(lab_manager):
     at = open_lab()
     at.radio(key="lab_preset").set_value("Custom").run()
-    at.number_input(key="lab_train_size").set_value(256)
-    at.number_input(key="lab_epochs").set_value(200).run()
+    at.number_input(key="lab_train_size").set_value(20_000)
+    at.number_input(key="lab_epochs").set_value(10).run()
     at.button(key="lab_start").click().run()
     (snap,) = lab_manager.snapshot(owner_of(at))
     wait_until(lambda: lab_manager.get(snap.id, owner_of(at)).status == "running")
@@ -209,4 +208,65 @@ def test_compare_button_starts_both_runs_and_skips_one_already_there(make_manage
     assert not at.exception
     ps = [s.config.p for s in manager.snapshot(owner_of(at))]
     assert ps == [0.5, 0.0]  # the p = 0.5 run already existed, so only p = 0 was added
+    release.set()
+
+
+def test_a_second_student_sees_the_shared_run_and_then_the_cached_result(
+    make_manager, mnist, monkeypatch
+):
+    monkeypatch.setenv(lab.TEST_PRESETS_ENV, "1")
+    manager = make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
+    first, second = open_lab(), open_lab()
+    assert owner_of(first) != owner_of(second)
+    for at in (first, second):
+        at.radio(key="lab_preset").set_value("Tiny (test)").run()
+        at.button(key="lab_start").click().run()
+        assert not at.exception
+    (a,), (b,) = manager.snapshot(owner_of(first)), manager.snapshot(owner_of(second))
+    assert a.key == b.key and a.id != b.id
+    wait_until(lambda: manager.get(b.id, owner_of(second)).saved_run_id is not None)
+    assert manager.stats()["trained"] == 1
+    second.run()
+    assert "done" in texts(second)
+
+    # A new process (new manager, same store): the same request is a cached result at once.
+    manager.shutdown(timeout=TIMEOUT)
+    later = make_manager(data_provider=lambda: None, store=RunStore())
+    third = open_lab()
+    third.radio(key="lab_preset").set_value("Tiny (test)").run()
+    third.button(key="lab_start").click().run()
+    assert not third.exception
+    (c,) = later.snapshot(owner_of(third))
+    assert c.status == "done" and c.cached
+    assert "done · cached result, trained at" in texts(third)
+    assert later.stats()["trained"] == 0
+
+
+def test_the_live_panel_keeps_the_lease_of_an_open_page(make_manager, monkeypatch):
+    import inspect
+
+    release = threading.Event()
+
+    def waiting_fit(config, data, should_stop, **kwargs):
+        while not (should_stop() or release.wait(0.01)):
+            pass
+        raise RuntimeError("test over")
+
+    manager = make_manager(data_provider=lambda: None, fit_fn=waiting_fit)
+    at = open_lab()
+    at.button(key="lab_start").click().run()
+    owner = owner_of(at)
+    callers = []
+    original = state.touch
+
+    def recording_touch(who):
+        callers.append((who, inspect.stack()[1].function))
+        original(who)
+
+    monkeypatch.setattr(state, "touch", recording_touch)
+    manager.release(owner)  # e.g. Streamlit closed an old session of this owner
+    assert manager._leases.pending(owner)
+    at.run()  # the live panel renders, as its timer makes it do every second
+    assert (owner, "live_panel") in callers
+    assert not manager._leases.pending(owner)
     release.set()

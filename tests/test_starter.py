@@ -27,8 +27,8 @@ class CountingManager(JobManager):
         super().__init__(*args, **kwargs)
         self.submitted = []
 
-    def submit(self, config, owner):
-        job_id = super().submit(config, owner)
+    def submit(self, config, owner, **kwargs):
+        job_id = super().submit(config, owner, **kwargs)
         self.submitted.append((config, owner))
         return job_id
 

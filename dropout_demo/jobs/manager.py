@@ -117,8 +117,11 @@ class JobManager:
         owner: str,
         client: str | None = None,
         tags: tuple[str, ...] = (),
+        name: str | None = None,
     ) -> str:
         """Ask for a run; returns this session's id for it (its row).
+
+        ``tags`` and ``name`` go with the run into the run store (e.g. the starter model's).
 
         Attaches to an identical queued, running or finished run, or to a cached result in the
         store, before it ever queues a new computation.
@@ -133,13 +136,13 @@ class JobManager:
         with self._lock:
             self._check_open_locked()
             self._touch_locked(owner, None)
-            att = self._attach_existing_locked(key, owner, tags)
+            att = self._attach_existing_locked(key, owner, tags, name)
             if att is not None:
                 return att.id
         record = self._cached(key)  # disk I/O outside the lock
         with self._lock:
             self._check_open_locked()
-            att = self._attach_existing_locked(key, owner, tags)
+            att = self._attach_existing_locked(key, owner, tags, name)
             if att is not None:
                 return att.id
             if record is not None:
@@ -155,13 +158,14 @@ class JobManager:
                     model_dropped=True,  # loaded from the store on first use
                     precision=(getattr(record, "info", None) or {}).get("precision"),
                     tags=set(tags),
+                    name=name,
                 )
                 log.info("cache hit: key=%s %s", key, config.label())
                 return self._registry.attach(owner, run).id
             by_owner, by_client = self._registry.active_counts(owner, client)
             admission.check_capacity(by_owner, by_client, len(self._scheduler.queue), self.limits)
             run = self._registry.new_run(
-                key, config, requested_by=owner, client=client, tags=set(tags)
+                key, config, requested_by=owner, client=client, tags=set(tags), name=name
             )
             att = self._registry.attach(owner, run)
             self._scheduler.enqueue(run, owner)
@@ -169,13 +173,14 @@ class JobManager:
             return att.id
 
     def _attach_existing_locked(
-        self, key: str, owner: str, tags: tuple[str, ...]
+        self, key: str, owner: str, tags: tuple[str, ...], name: str | None
     ) -> Attachment | None:
         run = self._registry.reusable(key)
         if run is None:
             return None
         att = self._registry.attach(owner, run)
         run.tags.update(tags)
+        run.name = run.name or name
         if run.status == QUEUED:
             self._scheduler.queue.push(run, owner)  # its owners share their turns
         return att
@@ -448,14 +453,15 @@ class JobManager:
             )
             hooks = list(self._hooks)
         if save:
-            try:
-                record = self._save(run, model, self.store)
-            except Exception:
-                log.warning("could not save run %s to the run store", run.key, exc_info=True)
-            else:
-                with self._lock:
-                    run.store_id = record.id
-                    run.changed()
+            with self._save_lock:  # not twice: save() may be asked for the same run meanwhile
+                try:
+                    if run.store_id is None:
+                        record = self._save(run, model, self.store)
+                        with self._lock:
+                            run.store_id = record.id
+                            run.changed()
+                except Exception:
+                    log.warning("could not save run %s to the run store", run.key, exc_info=True)
         if hooks:
             with self._lock:
                 snap = self._run_snapshot_locked(run)
@@ -472,7 +478,7 @@ class JobManager:
             run.metrics,
             model,
             status=run.status,
-            name=run.config.label(),
+            name=run.name or run.config.label(),
             tags=tuple(sorted(run.tags)),
             key=run.key,
             info=info,

@@ -92,6 +92,7 @@ class Run:
     threads: int = 0
     attached: set[str] = dataclasses.field(default_factory=set)
     tags: set[str] = dataclasses.field(default_factory=set)  # run store tags (e.g. "starter")
+    name: str | None = None  # the run store name, when not the config's label
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     version: int = 0
     used: float = 0.0  # monotonic time of the last model use, for eviction

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 import torch
@@ -15,7 +18,7 @@ from .. import charts, insights
 from ..config import PRESETS, ConfigError, TrainConfig
 from ..jobs import TERMINAL, JobError, JobSnapshot
 from ..model import make_checkpoint
-from ..runs import RunStoreError, metrics_csv
+from ..runs import metrics_csv
 from . import state
 from .plot_view import plot_views
 
@@ -105,6 +108,7 @@ def settings_panel() -> tuple[TrainConfig | None, str | None]:
         horizontal=True,
         key="lab_preset",
     )
+    p = round(float(p), 2)  # the slider's 0.15000000000000002 is the p = 0.15 of a shared run
     if preset != CUSTOM:
         return PRESETS[preset].replace(p=p), None
     try:
@@ -124,9 +128,10 @@ def comparison_configs(config: TrainConfig, snaps: Sequence[JobSnapshot]) -> lis
 
 def _submit(configs: Sequence[TrainConfig], owner: str) -> None:
     manager = state.manager()
+    client = state.client_address()
     for config in configs:
         try:
-            manager.submit(config, owner)
+            manager.submit(config, owner, client=client)
         except JobError as exc:
             st.error(str(exc))
             return
@@ -149,12 +154,32 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s"
 
 
+def _clock(epoch_seconds: float | None) -> str:
+    return time.strftime("%H:%M", time.localtime(epoch_seconds)) if epoch_seconds else "?"
+
+
 def _status(s: JobSnapshot) -> str:
-    if s.status == "queued" and s.queue_position:
-        return f"queued · #{s.queue_position} in line"
+    """Starts with the status word (queued, running, done, stopped, failed, diverged)."""
+    if s.detached:
+        return "stopped · it goes on for the others who asked for it"
     if s.status == "running" and s.stop_requested:
         return "stopping…"
-    return STATUS_TEXT.get(s.status, s.status)
+    text = STATUS_TEXT.get(s.status, s.status)
+    if s.status == "queued" and s.queue_position:
+        text = f"queued · #{s.queue_position} in line"
+    if s.status == "done" and s.cached:
+        text = f"done · cached result, trained at {_clock(s.trained_at)}"
+    if s.shared_with and not s.is_terminal:
+        text += f" · shared with {s.shared_with} other{'s' if s.shared_with > 1 else ''}"
+    return text
+
+
+def _details(s: JobSnapshot) -> str:
+    c = s.config
+    parts = [f"lr {c.lr:g}", f"batch {c.batch_size}", f"seed {c.seed}"]
+    if s.precision:
+        parts.append(s.precision)
+    return " · ".join(parts)
 
 
 def _progress(s: JobSnapshot) -> tuple[float, str]:
@@ -185,19 +210,18 @@ def _remove(job_id: str, owner: str) -> None:
         _notify("error", str(exc))
 
 
-def _save(job_id: str, owner: str) -> None:
-    try:
-        record = state.manager().save(job_id, owner, state.store())
-    except (JobError, RunStoreError, OSError) as exc:
-        _notify("error", f"Could not save this run: {exc}")
-    else:
-        _notify("success", f"Saved “{record.name}” to the run store; the Draw page can use it.")
-
-
 def _weights(job_id: str, owner: str) -> bytes:
     """The finished model as a checkpoint (``torch.load(..., weights_only=True)`` reads it)."""
     manager = state.manager()
-    model, snap = manager.model(job_id, owner), manager.get(job_id, owner)
+    try:
+        model, snap = manager.model(job_id, owner), manager.get(job_id, owner)
+    except JobError as exc:
+        model, snap, problem = None, None, str(exc)
+    else:
+        problem = "this run has no model"
+    if model is None or snap is None:
+        # The click comes after the page was drawn: the run may have gone since.
+        return f"No weights: {problem}\n".encode()
     buffer = io.BytesIO()
     torch.save(
         make_checkpoint(model, snap.config, metrics=[m.to_dict() for m in snap.metrics]), buffer
@@ -210,7 +234,7 @@ def _file_stem(s: JobSnapshot) -> str:
     return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}"
 
 
-WIDTHS = [0.25, 2.1, 1.3, 2.0, 0.9, 0.9, 1.1, 0.8, 0.8, 1.0]
+WIDTHS = [0.25, 2.1, 1.9, 2.0, 0.9, 0.9, 1.1, 0.8, 1.0]
 
 
 def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
@@ -224,7 +248,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
             f'border-radius:3px;background:{colours[s.id]}"></span>',
             unsafe_allow_html=True,
         )
-        cols[1].markdown(s.name)
+        cols[1].markdown(f"{s.name}  \n:gray[{_details(s)}]")
         cols[2].markdown(_status(s))
         value, text = _progress(s)
         cols[3].progress(value, text=text)
@@ -241,15 +265,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
                 disabled=s.stop_requested,
             )
         if s.has_model:
-            cols[7].button(
-                "Saved" if s.saved_run_id else "Save",
-                key=f"lab_save_{s.id}",
-                on_click=_save,
-                args=(s.id, owner),
-                disabled=s.saved_run_id is not None,
-                help="Keep this run's weights and curves in the run store",
-            )
-            cols[9].download_button(
+            cols[8].download_button(
                 "Weights",
                 data=lambda job_id=s.id: _weights(job_id, owner),
                 file_name=f"{_file_stem(s)}.pt",
@@ -259,7 +275,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
                 help="PyTorch checkpoint: config + state_dict",
             )
         if s.metrics:
-            cols[8].download_button(
+            cols[7].download_button(
                 "CSV",
                 data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
                 file_name=f"{_file_stem(s)}.csv",
@@ -285,9 +301,39 @@ def curves_reading(series: Sequence[charts.Series]) -> str:
     return insights.reading([insights.Curve(r.name, r.metrics) for r in series])
 
 
+class _FigureCache:
+    """Figures built once per new epoch for everyone: every session showing the same runs
+    (the same shared runs, colours and view) gets the same figure object from here."""
+
+    def __init__(self, size: int = 512):
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple, build: Callable[[], object]) -> object:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = build()  # outside the lock; two sessions may build the same one once
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_figures = _FigureCache()
+
+
+def _content_key(series: Sequence[charts.Series]) -> tuple:
+    return tuple((r.name, r.colour, r.epochs, r.metrics) for r in series)
+
+
 def live_panel(owner: str, polling: bool) -> None:
     """The runs table, the charts and the reading: re-run alone every tick while polling."""
     started = time.perf_counter()
+    state.touch(owner)  # an open page keeps its lease
     snaps = state.manager().snapshot(owner)
     if polling and all(s.is_terminal for s in snaps):
         # Everything finished since the page was drawn: redraw the page once, without polling.
@@ -305,10 +351,13 @@ def live_panel(owner: str, polling: bool) -> None:
         st.caption("No runs yet: choose the settings above and start one.")
 
     series = chart_series(snaps, colours)
+    content = _content_key(series)
     views = plot_views(CHART_KEYS, key="lab_chart_views")
 
     def chart(build, key: str) -> None:
-        fig = charts.apply_view(build(series), views.get(key))
+        view = views.get(key)
+        cache_key = (key, content, json.dumps(view, sort_keys=True) if view else "")
+        fig = _figures.get(cache_key, lambda: charts.apply_view(build(series), view))
         st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
     st.subheader("Loss per epoch")
@@ -317,7 +366,10 @@ def live_panel(owner: str, polling: bool) -> None:
         "Zoom and legend clicks stay while the curves grow; double-click resets."
     )
     chart(charts.loss_figure, "lab_loss_chart")
-    st.info(curves_reading(series), icon=":material/insights:")
+    st.info(
+        _figures.get(("reading", content), lambda: curves_reading(series)),
+        icon=":material/insights:",
+    )
     left, right = st.columns(2)
     with left:
         st.markdown("**Accuracy per epoch**")
