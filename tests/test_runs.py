@@ -194,19 +194,31 @@ def test_temp_files_are_never_listed(store):
 def test_delete_removes_both_files(store):
     keep = store.save(CONFIG, METRICS, make_model())
     gone = store.save(CONFIG, METRICS, make_model())
-    store.delete(gone.id)
+    assert store.delete(gone.id) is True
     assert [r.id for r in store.list()] == [keep.id]
     assert files(store.root) == sorted([f"{keep.id}.json", f"{keep.id}.pt"])
     with pytest.raises(RunNotFoundError):
         store.get(gone.id)
-    with pytest.raises(RunNotFoundError):
-        store.delete(gone.id)
+    assert store.delete(gone.id) is False  # already gone: idempotent, not an error
     with pytest.raises(LookupError):
         store.load_model(gone.id)
+    with pytest.raises(LookupError):
+        store.weights_bytes(gone.id)
 
 
 @pytest.mark.parametrize(
-    "bad_id", ["../etc/passwd", "..", "", "a/b", "20250101-000000-000000-abcdef01/../x", "x.json"]
+    "bad_id",
+    [
+        "../etc/passwd",
+        "..",
+        "",
+        "a/b",
+        "20250101-000000-000000-abcdef01/../x",
+        "x.json",
+        "20250101-000000-000000-abcdef01\n",  # `$` alone would let a trailing newline through
+        " 20250101-000000-000000-abcdef01",
+        None,
+    ],
 )
 def test_path_traversal_and_malformed_ids_are_rejected(store, bad_id):
     store.save(CONFIG, METRICS, make_model())
@@ -240,3 +252,185 @@ def test_oldest_runs_go_past_the_cap_but_kept_tags_stay(tmp_path):
     for i in range(4):
         unbounded.save(CONFIG.replace(seed=i), METRICS[:1], make_model(i))
     assert len(unbounded.list()) == 4
+
+
+# ---------------------------------------------------------------- several writers, one store
+def test_default_cap_is_300_runs():
+    assert RunStore().max_runs == 300 == runs_module.DEFAULT_MAX_RUNS
+
+
+def test_a_run_pruned_by_another_process_at_the_same_moment_does_not_fail_the_save(
+    tmp_path, monkeypatch
+):
+    store = RunStore(tmp_path / "capped", max_runs=1)
+    old = store.save(CONFIG, METRICS, make_model())
+    real_unlink = Path.unlink
+
+    def other_process_wins(self, *args, **kwargs):
+        # Whenever this process unlinks the old run, the other one has just done it: ours
+        # finds nothing there (FileNotFoundError), whatever was checked before.
+        if self.name.startswith(old.id):
+            for path in (old.weights_path, store.root / f"{old.id}.json"):
+                real_unlink(path, missing_ok=True)
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", other_process_wins)
+    new = store.save(CONFIG.replace(seed=1), METRICS, make_model(1))
+    assert [r.id for r in store.list()] == [new.id]
+    assert files(store.root) == sorted([f"{new.id}.json", f"{new.id}.pt"])
+
+
+@pytest.mark.parametrize("failure", ["unlink", "list"])
+def test_pruning_never_fails_a_save_that_wrote_its_files(tmp_path, monkeypatch, caplog, failure):
+    store = RunStore(tmp_path / "capped", max_runs=1)
+    old = store.save(CONFIG, METRICS, make_model())
+    if failure == "unlink":  # e.g. a file made read-only by hand
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "unlink", refuse)
+    else:  # anything at all going wrong while pruning
+
+        def listing_fails_after_the_write(real):
+            def listing(self):
+                if any(p.suffix == ".json" and old.id not in p.name for p in self.root.iterdir()):
+                    raise RuntimeError("the disk went away")
+                return real(self)
+
+            return listing
+
+        for name in ("list", "_scan"):  # however the store lists its runs
+            real = getattr(RunStore, name, None)
+            if real is not None:
+                monkeypatch.setattr(RunStore, name, listing_fails_after_the_write(real))
+    with caplog.at_level(logging.WARNING, logger="dropout_demo.runs"):
+        new = store.save(CONFIG.replace(seed=1), METRICS, make_model(1))
+    monkeypatch.undo()
+    assert (store.root / f"{new.id}.json").is_file()
+    assert new.id in [r.id for r in store.list()]
+    assert store.get(new.id) == new
+    assert caplog.records  # the failure is logged, not raised
+
+
+def test_deleting_one_run_from_many_threads_at_once_is_not_an_error(store):
+    import threading
+
+    gone = store.save(CONFIG, METRICS, make_model())
+    kept = store.save(CONFIG.replace(seed=1), METRICS, make_model(1))
+    start = threading.Barrier(8)
+    results, errors = [], []
+
+    def delete():
+        start.wait()
+        try:
+            results.append(store.delete(gone.id))
+        except Exception as exc:  # pragma: no cover - the failure this test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=delete) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results.count(True) <= 1 and len(results) == 8
+    assert [r.id for r in store.list()] == [kept.id]
+    assert files(store.root) == sorted([f"{kept.id}.json", f"{kept.id}.pt"])
+
+
+def test_stale_temp_files_and_orphan_weights_are_cleaned_up_fresh_ones_kept(store):
+    earlier = store.save(CONFIG, METRICS, make_model())
+    root = store.root
+    long_ago = runs_module.time.time() - 2 * 86_400  # far past any safe age
+    ids = [new_run_id() for _ in range(4)]
+    stale = [
+        root / f".{ids[0]}.pt.k3j9x_2q.tmp",  # a writer killed mid-write
+        root / f".{ids[0]}.json.a1b2c3.tmp",
+        root / f"{ids[1]}.pt",  # weights whose JSON never came
+    ]
+    fresh = [
+        root / f".{ids[2]}.pt.zz9.tmp",  # maybe another process writing right now
+        root / f"{ids[3]}.pt",  # maybe another process about to write the JSON
+    ]
+    foreign = [root / "orphan.pt", root / ".hidden.tmp", root / "notes.txt", root / ".x.pt.y.tmp"]
+    for path in stale + fresh + foreign:
+        path.write_bytes(b"leftover")
+    for path in [*stale, *foreign, earlier.weights_path]:
+        os.utime(path, (long_ago, long_ago))
+
+    later = store.save(CONFIG.replace(seed=1), METRICS, make_model(1))
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in fresh + foreign)
+    assert earlier.weights_path.exists()  # old, but its run is complete: a run, not a leftover
+    assert [r.id for r in store.list()] == [later.id, earlier.id]
+
+
+def test_key_and_info_are_stored_and_find_returns_the_newest_done_run(store):
+    info = {"precision": "fp32", "device": "cpu", "train_seconds": 4.2, "nested": {"a": [1, 2]}}
+    first = store.save(CONFIG, METRICS, make_model(), key="k1", info=info)
+    assert first.key == "k1" and first.info == info
+    stopped = store.save(CONFIG, METRICS[:1], make_model(), status="cancelled", key="k1")
+    other = store.save(CONFIG.replace(p=0.0), METRICS, make_model(p=0.0), key="k2")
+    plain = store.save(CONFIG, METRICS, make_model())
+    assert plain.key is None and plain.info == {}
+
+    fresh = RunStore(store.root)  # another process
+    assert fresh.find("k1") == first  # the newer run under k1 was cancelled
+    assert fresh.get(first.id).info == info
+    assert fresh.find("k2") == other
+    assert fresh.find("nope") is None
+    assert stopped.status == "cancelled"
+
+    found = fresh.find("k1")
+    found.info["device"] = "changed by a caller"  # never reaches the store's cache
+    assert fresh.find("k1").info == info
+
+    # Another process saves a newer run under k1, then deletes it: find follows both.
+    newer = RunStore(store.root).save(CONFIG, METRICS, make_model(), key="k1")
+    assert fresh.find("k1") == newer
+    RunStore(store.root).delete(newer.id)
+    assert fresh.find("k1") == first
+
+
+def test_json_written_before_keys_existed_still_loads(store):
+    record = store.save(CONFIG, METRICS, make_model(), key="k1", info={"device": "cpu"})
+    path = store.root / f"{record.id}.json"
+    meta = json.loads(path.read_text())
+    del meta["key"], meta["info"]
+    path.write_text(json.dumps(meta))
+    (loaded,) = RunStore(store.root).list()
+    assert loaded.key is None and loaded.info == {}
+    assert loaded.config == CONFIG and loaded.metrics == METRICS
+    assert RunStore(store.root).find("k1") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "info"),
+    [
+        ("", None),
+        (42, None),
+        ("x" * 1000, None),
+        (None, {"model": object()}),
+        (None, {"seconds": float("nan")}),
+        (None, {1: "not a string key"}),
+        (None, ["not", "a", "mapping"]),
+    ],
+)
+def test_bad_key_or_info_is_refused_before_anything_is_written(store, key, info):
+    with pytest.raises((TypeError, ValueError)):
+        store.save(CONFIG, METRICS, make_model(), key=key, info=info)
+    assert not store.root.exists() or files(store.root) == []
+
+
+def test_a_changed_listing_is_seen_by_a_store_that_listed_before(store):
+    a = store.save(CONFIG, METRICS, make_model())
+    assert [r.id for r in store.list()] == [a.id]
+    path = store.root / f"{a.id}.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # damaged by hand after it was listed
+    assert store.list() == []
+    path.write_text(text)
+    assert [r.id for r in store.list()] == [a.id]
+    a.weights_path.unlink()
+    assert store.list() == []
