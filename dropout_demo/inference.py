@@ -47,12 +47,44 @@ class PassResult:
     p: float
 
 
+MAX_SAMPLES = 1_000  # Monte-Carlo passes per call: T = 10**7 took 55 s and gigabytes
+PREDICT_CHUNK = 1_024  # images per forward in predict(): activations stay ~90 MB at most
+_SEED_RANGE = (0, 2**63 - 1)
+
+
+def _checked_samples(samples: object) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int | np.integer):
+        raise ValueError(f"samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples must be from 1 to {MAX_SAMPLES:,}, got {samples:,}")
+    return int(samples)
+
+
+def _checked_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be a whole number or None, got {seed!r}")
+    if not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+        raise ValueError(f"seed must be from 0 to 2**63 - 1, got {seed}")
+    return int(seed)
+
+
+def _checked_pixels(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor image, got {type(x).__name__}")
+    if x.is_complex() or not torch.isfinite(x.float()).all():
+        raise ValueError("the image holds NaN, infinite or complex values")
+    return x
+
+
 def _device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
 
 def _one_image(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = _checked_pixels(x)
     if x.numel() != 28 * 28:
         raise ValueError(f"expected one 28x28 image, got shape {tuple(x.shape)}")
     return x.reshape(1, 1, 28, 28).to(device=device, dtype=torch.float32)
@@ -84,10 +116,21 @@ def _shifted_mean(values: np.ndarray) -> np.ndarray:
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode (dropout off) class probabilities, (N, 1, 28, 28) -> (N, 10)."""
+    """Eval-mode (dropout off) class probabilities, (N, 1, 28, 28) -> (N, 10).
+
+    Large N runs in chunks of PREDICT_CHUNK images, so memory does not grow with N beyond the
+    input and the output.
+    """
+    x = _checked_pixels(x)
+    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
+    device = _device(model)
     with torch.inference_mode(), eval_mode(model):
-        logits = model(x.to(device=_device(model), dtype=torch.float32))
-        return F.softmax(logits, dim=1).cpu()
+        chunks = [
+            F.softmax(model(part.to(device=device, dtype=torch.float32)), dim=1).cpu()
+            for part in x.split(PREDICT_CHUNK)
+        ]
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 def _mc_logits(model: nn.Module, x: torch.Tensor, samples: int, seed: int | None) -> torch.Tensor:
@@ -120,9 +163,13 @@ def _masked_logits(model: SimpleCNN, feats: torch.Tensor, dropped: torch.Tensor)
 def mc_predict(
     model: nn.Module, x: torch.Tensor, samples: int = 50, seed: int | None = None
 ) -> MCResult:
-    """Monte-Carlo dropout on one image (1, 1, 28, 28): T = ``samples`` stochastic passes."""
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    """Monte-Carlo dropout on one image (1, 1, 28, 28): T = ``samples`` stochastic passes.
+
+    ``samples`` is bounded (1..MAX_SAMPLES) and ``seed`` must be None or in 0..2**63 - 1;
+    anything else is a ValueError that says so.
+    """
+    samples = _checked_samples(samples)
+    seed = _checked_seed(seed)
     logits = _mc_logits(model, x, samples, seed)
     probs = F.softmax(logits.double(), dim=1).numpy()  # (T, 10), float64 for the statistics
     mean = _shifted_mean(probs)

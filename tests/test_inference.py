@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from dropout_demo.inference import _mc_logits, mc_predict, predict, stochastic_pass
+from dropout_demo.inference import (
+    MAX_SAMPLES,
+    PREDICT_CHUNK,
+    _mc_logits,
+    mc_predict,
+    predict,
+    stochastic_pass,
+)
 from dropout_demo.model import SimpleCNN
 
 
@@ -95,7 +102,7 @@ def test_mc_mean_approaches_eval_probabilities_as_t_grows():
     small = [
         np.abs(mc_predict(model, x, samples=10, seed=s).mean - eval_probs).sum() for s in (0, 1, 2)
     ]
-    large = np.abs(mc_predict(model, x, samples=2000, seed=0).mean - eval_probs).sum()
+    large = np.abs(mc_predict(model, x, samples=MAX_SAMPLES, seed=0).mean - eval_probs).sum()
     assert large < 0.5 * np.mean(small)
     assert large < 0.05
 
@@ -227,3 +234,50 @@ def test_rejects_bad_input():
         mc_predict(model, torch.zeros(2, 1, 28, 28))
     with pytest.raises(ValueError):
         mc_predict(model, make_image(), samples=0)
+
+
+def test_samples_are_bounded_in_the_package():
+    model, x = make_model(), make_image()
+    assert 200 <= MAX_SAMPLES <= 10_000  # the slider's 200 fits; 10**7 took 55 s and gigabytes
+    assert mc_predict(model, x, samples=1, seed=0).T == 1
+    assert mc_predict(model, x, samples=MAX_SAMPLES, seed=0).samples.shape == (MAX_SAMPLES, 10)
+    assert mc_predict(model, x, samples=np.int64(7), seed=np.int64(1)).T == 7  # a numpy integer
+    for bad in (MAX_SAMPLES + 1, 10**7, 0, -1, 2.5, 50.0, "50", None, True, float("nan")):
+        with pytest.raises(ValueError, match="samples must be"):
+            mc_predict(model, x, samples=bad, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30, 1.5, "7", True])
+def test_bad_seeds_are_refused_with_a_clear_message(seed):
+    with pytest.raises(ValueError, match="seed must be"):
+        mc_predict(make_model(), make_image(), samples=5, seed=seed)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_images_are_refused(value):
+    model, x = make_model(), make_image()
+    x[0, 0, 3, 4] = value
+    for call in (
+        lambda: predict(model, x),
+        lambda: mc_predict(model, x, samples=5, seed=0),
+        lambda: stochastic_pass(model, x, torch.Generator().manual_seed(0)),
+    ):
+        with pytest.raises(ValueError, match="NaN, infinite"):
+            call()
+
+
+def test_predict_refuses_wrong_shapes_and_runs_large_batches_in_chunks():
+    model = make_model()
+    for bad in (torch.zeros(28, 28), torch.zeros(1, 3, 28, 28), torch.zeros(2, 1, 32, 32)):
+        with pytest.raises(ValueError, match="shape"):
+            predict(model, bad)
+    assert predict(model, torch.zeros(0, 1, 28, 28)).shape == (0, 10)
+
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    n = PREDICT_CHUNK + 3
+    x = torch.cat([make_image(s) for s in range(3)]).repeat(n // 3 + 1, 1, 1, 1)[:n]
+    probs = predict(model, x)
+    assert calls == [PREDICT_CHUNK, 3]
+    assert probs.shape == (n, 10)
+    torch.testing.assert_close(probs[-3:], predict(model, x[-3:]), rtol=1e-5, atol=1e-6)
