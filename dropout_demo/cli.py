@@ -1,4 +1,5 @@
-"""Command line: ``python -m dropout_demo train`` (the seed recipe) and ``sweep`` (several p)."""
+"""Command line: ``python -m dropout_demo train`` (the seed recipe) and ``sweep`` (a grid of
+runs: dropout rates × seeds, or training-set sizes × dropout rates × seeds)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ import torch
 from .config import ConfigError, TrainConfig
 from .data import ENV_VAR, DataError, get_mnist
 from .model import make_checkpoint
+from .sweeps import (
+    Cell,
+    CellResult,
+    Grid,
+    GridError,
+    Stat,
+    aggregate,
+    grid_csv,
+    reading,
+    size_effects,
+)
 from .training import EpochMetrics, FitResult, fit
 
 EXIT_USAGE = 2
@@ -61,7 +73,19 @@ def _add_config_flags(parser: argparse.ArgumentParser, multi_p: bool = False) ->
     parser.add_argument(
         "--eval-size", type=int, default=d.eval_size, help="test images evaluated (1..10000)"
     )
-    parser.add_argument("--seed", type=int, default=d.seed, help="default 0")
+    if multi_p:
+        parser.add_argument(
+            "--seeds",
+            "--seed",
+            dest="seeds",
+            type=int,
+            nargs="+",
+            default=[d.seed],
+            metavar="SEED",
+            help="seeds per grid point (default 0); the summary gives mean ± std over them",
+        )
+    else:
+        parser.add_argument("--seed", type=int, default=d.seed, help="default 0")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--precision",
@@ -94,12 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", type=Path, help="write state_dict + config to this .pt file")
     sweep = sub.add_parser(
         "sweep",
-        help="train the same settings at several dropout rates and compare",
-        description="Train one model per dropout rate with otherwise identical settings "
-        "(same seed: same initial weights and batch order) and print a comparison.",
+        help="train a grid of runs (dropout rates × seeds, or sizes × rates) and compare",
+        description="Train one model per cell of a grid: dropout rates × seeds, or with --sizes "
+        "training-set sizes × dropout rates × seeds, otherwise identical settings (the same "
+        "seed gives the same initial weights and batch order), and print mean ± std over the "
+        "seeds of each grid point with a one-line reading.",
     )
     _add_config_flags(sweep, multi_p=True)
-    sweep.add_argument("--csv", type=Path, help="write every run's per-epoch metrics here")
+    sweep.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="training-set sizes (replace --train-size): a data-size grid with the --p rates",
+    )
+    sweep.add_argument("--csv", type=Path, help="write one row per run (final results) here")
+    sweep.add_argument("--epochs-csv", type=Path, help="write one row per run and epoch here")
     return parser
 
 
@@ -154,7 +188,10 @@ def _report_end(result: FitResult, out: TextIO, err: TextIO) -> int:
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr):
     parser = build_parser()
     args = parser.parse_args(argv)
-    configs = _configs(args, parser)
+    if args.command == "sweep":
+        grid = _sweep_grid(args, parser)
+    else:
+        configs = _configs(args, parser)
     output = args.save if args.command == "train" else args.csv
     if output is not None:
         problem = _unwritable(output)
@@ -176,7 +213,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                 torch.save(ckpt, args.save)
                 print(f"Saved model and config to {args.save}", file=out)
             return status
-        return _sweep(configs, data, args, out, err)
+        return _sweep(grid, data, args, out, err)
     except ValueError as e:  # e.g. a CUDA device asked for on a machine without one
         print(f"error: {e}", file=err)
         return EXIT_USAGE
@@ -205,33 +242,120 @@ def _metric_dicts(result: FitResult) -> list[dict]:
     return [m.to_dict() for m in result.metrics]
 
 
-def _sweep(configs, data, args, out: TextIO, err: TextIO) -> int:
-    results = []
-    for config in configs:
-        print(f"\n== {config.label()} (seed {config.seed})", file=out, flush=True)
-        result = _train_one(config, data, args.quiet, out, err)
-        _report_end(result, out, err)
-        results.append(result)
-    print("\n   p | best test loss (epoch) | final test loss | final test acc | status", file=out)
-    for r in results:
-        if r.metrics:
-            best = min(r.metrics, key=lambda m: m.test_loss)
-            last = r.metrics[-1]
-            print(
-                f"{r.config.p:4.2f} | {best.test_loss:14.4f} ({best.epoch:3d}) | "
-                f"{last.test_loss:15.4f} | {100 * last.test_acc:13.2f}% | {r.status}",
-                file=out,
+def _sweep_grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Grid:
+    """The grid the sweep flags describe; every problem at once, exit 2."""
+    problems: list[str] = []
+    fields = dict(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        eval_size=args.eval_size,
+        device=args.device,
+        precision=args.precision,
+    )
+    if not args.sizes:
+        fields["train_size"] = args.train_size
+    base = None
+    try:
+        base = TrainConfig(**fields)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    grid = None
+    try:
+        grid = Grid(ps=args.p, seeds=args.seeds, sizes=args.sizes or (), base=base or TrainConfig())
+    except GridError as e:
+        problems.extend(e.problems)
+    if args.epochs_csv is not None and (problem := _unwritable(args.epochs_csv)):
+        problems.append(problem)
+    if problems or grid is None:
+        parser.error("; ".join(problems))  # exits with status 2
+    return grid
+
+
+def _stat(s: Stat, scale: float = 1.0, digits: int = 4) -> str:
+    return f"{scale * s.mean:.{digits}f} ± {scale * s.std:.{digits}f}"
+
+
+def _sweep_summary(grid: Grid, cells: list[Cell], results: dict[int, CellResult]) -> list[str]:
+    """The table of mean ± std per grid point (n = seeds finished), the dropout effect per
+    size for a size grid, and the reading."""
+    size_col = "  images | " if grid.sizes else ""
+    lines = [
+        "",
+        f"{size_col}   p |  n | final test loss | best test loss  | test accuracy % "
+        "| gap (test - train loss)",
+    ]
+    for pt in aggregate(cells, results):
+        size = f"{pt.train_size:8,} | " if grid.sizes else ""
+        lines.append(
+            f"{size}{pt.p:4.2f} | {pt.n:2d} | {_stat(pt['final_test_loss'])} | "
+            f"{_stat(pt['best_test_loss'])} | {_stat(pt['final_test_acc'], 100, 2):>15} | "
+            f"{_stat(pt['gap'])}"
+        )
+    missing = len(cells) - len(results)
+    if missing:
+        lines.append(f"({missing} of {len(cells)} runs did not finish and are left out)")
+    if grid.sizes:
+        loss = {(e.train_size, e.p_on): e for e in size_effects(cells, results, "final_test_loss")}
+        error = size_effects(cells, results, "final_test_error")
+        if error:
+            lines += [
+                "",
+                "  images | p vs p       | change in final test loss | in test error, points "
+                "| seeds won | verdict (test loss)",
+            ]
+        for e in error:
+            lo = loss[e.train_size, e.p_on]
+            change = f"{lo.diff:+.4f} ± {lo.diff_std:.4f}"
+            points = f"{100 * e.diff:+.2f} ± {100 * e.diff_std:.2f}"
+            lines.append(
+                f"{e.train_size:8,} | {e.p_on:.2f} vs {e.p_off:.2f} | {change:<25} | {points:<21} "
+                f"| {f'{e.wins} of {e.pairs}':<9} | {lo.verdict}"
             )
-        else:
-            print(f"{r.config.p:4.2f} | {'-':>20} | {'-':>15} | {'-':>14} | {r.status}", file=out)
+    lines += ["", "Reading: " + reading(cells, results)]
+    return lines
+
+
+def _sweep(grid: Grid, data, args, out: TextIO, err: TextIO) -> int:
+    cells = grid.cells()
+    print(f"Sweep: {grid.describe()}", file=out, flush=True)
+    results: dict[int, CellResult] = {}
+    statuses = {c.index: "not run" for c in cells}
+    epochs: dict[int, list[EpochMetrics]] = {}
+    interrupted = False
+    try:
+        for cell in cells:
+            print(
+                f"\n== [{cell.index + 1}/{len(cells)}] {cell.config.label()} (seed {cell.seed})",
+                file=out,
+                flush=True,
+            )
+            statuses[cell.index] = "interrupted"
+            result = _train_one(cell.config, data, args.quiet, out, err)
+            _report_end(result, out, err)
+            statuses[cell.index], epochs[cell.index] = result.status, result.metrics
+            if result.status == "done" and result.metrics:
+                results[cell.index] = CellResult.from_metrics(result.metrics)
+    except KeyboardInterrupt:
+        interrupted = True  # still summarise and write what finished, then stop
+    print("\n".join(_sweep_summary(grid, cells, results)), file=out)
     if args.csv is not None:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["p", "epoch", "train_loss", "train_acc", "test_loss", "test_acc"])
-            for r in results:
-                for m in r.metrics:
+        args.csv.write_text(grid_csv(cells, results, statuses))
+        print(f"Wrote {args.csv} (one row per run)", file=out)
+    if args.epochs_csv is not None:
+        with open(args.epochs_csv, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["cell", "train_size", "p", "seed", *EPOCH_FIELDS])
+            for cell in cells:
+                for m in epochs.get(cell.index, []):
                     w.writerow(
-                        [r.config.p, m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc]
+                        [cell.index, cell.train_size, cell.p, cell.seed]
+                        + [getattr(m, name) for name in EPOCH_FIELDS]
                     )
-        print(f"Wrote {args.csv}", file=out)
-    return 0 if all(r.status == "done" for r in results) else 1
+        print(f"Wrote {args.epochs_csv} (one row per run and epoch)", file=out)
+    if interrupted:
+        raise KeyboardInterrupt
+    return 0 if all(s == "done" for s in statuses.values()) else 1
+
+
+EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")

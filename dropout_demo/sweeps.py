@@ -633,7 +633,8 @@ def _size_reading(effects: list[SizeEffect]) -> str:
         if by["hurts"]:
             sizes = _join([_size(e.train_size) for e in by["hurts"]])
             diffs = ", ".join(f"{e.diff:+.3f} ± {e.diff_std:.3f}" for e in by["hurts"])
-            bits.append(f"raises it at {sizes} images ({diffs})")
+            what = "it" if bits else "the final test loss"
+            bits.append(f"raises {what} at {sizes} images ({diffs})")
         if by["unclear"]:
             sizes = _join([_size(e.train_size) for e in by["unclear"]])
             bits.append(f"makes no clear difference at {sizes} images")

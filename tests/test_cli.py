@@ -1,8 +1,10 @@
 """`python -m dropout_demo`: help, a tiny run end to end, and bad arguments."""
 
+import csv
 import io
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +115,103 @@ def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
     assert code == 2 and "cannot create its directory" in capsys.readouterr().err
     code, _, _ = run_cli("sweep", "--csv", str(tmp_path))
     assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_sweep_over_p_and_seeds_prints_mean_std_and_writes_one_row_per_run(mnist_dir, tmp_path):
+    csv_path, epochs_path = tmp_path / "runs.csv", tmp_path / "epochs.csv"
+    code, out, err = run_cli(
+        "sweep", "--p", "0", "0.5", "--seeds", "0", "1", "--train-size", "100", "--epochs", "2",
+        "--eval-size", "200", "--data-dir", str(mnist_dir), "--csv", str(csv_path),
+        "--epochs-csv", str(epochs_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Sweep: 2 dropout rates × 2 seeds = 4 runs" in out
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [(r["p"], r["seed"], r["status"]) for r in rows] == [
+        ("0.0", "0", "done"), ("0.5", "0", "done"), ("0.0", "1", "done"), ("0.5", "1", "done"),
+    ]  # fmt: skip
+    assert {r["train_size"] for r in rows} == {"100"}
+    for p, label in (("0.0", "0.00"), ("0.5", "0.50")):
+        losses = [float(r["final_test_loss"]) for r in rows if r["p"] == p]
+        gaps = [float(r["gap"]) for r in rows if r["p"] == p]
+        line = re.search(rf"^{label} \|  2 \| (.*)$", out, re.M)
+        assert line, out
+        cols = [c.strip() for c in line.group(1).split("|")]
+        expected = f"{statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f}"
+        assert cols[0] == expected
+        assert cols[3] == f"{statistics.mean(gaps):.4f} ± {statistics.stdev(gaps):.4f}"
+    assert re.search(r"^Reading: Lowest final test loss at p = 0(\.5)?: ", out, re.M)
+    epoch_rows = list(csv.DictReader(io.StringIO(epochs_path.read_text())))
+    assert len(epoch_rows) == 4 * 2 and epoch_rows[1]["epoch"] == "2"
+    assert float(epoch_rows[1]["test_loss"]) == float(rows[0]["final_test_loss"])
+
+
+def test_sweep_over_training_set_sizes(mnist_dir, tmp_path):
+    csv_path = tmp_path / "sizes.csv"
+    code, out, err = run_cli(
+        "sweep", "--sizes", "100", "50", "--seed", "3", "--epochs", "1", "--eval-size", "200",
+        "--data-dir", str(mnist_dir), "--csv", str(csv_path), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Sweep: 2 sizes × 2 dropout rates × 1 seeds = 4 runs" in out
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [(r["train_size"], r["p"], r["seed"]) for r in rows] == [
+        ("50", "0.0", "3"), ("50", "0.5", "3"), ("100", "0.0", "3"), ("100", "0.5", "3"),
+    ]  # fmt: skip
+    for size in ("50", "100"):
+        assert re.search(rf"^ +{size} \| 0\.00 \|  1 \|", out, re.M)
+        assert re.search(rf"^ +{size} \| 0\.50 vs 0\.00 \| [+-]\d\.\d{{4}} ± 0\.0000", out, re.M)
+    assert re.search(
+        r"^Reading: Dropout \(p = 0\.5\) .* \(Some points have a single seed", out, re.M
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--p", "0", "0"], "p: duplicate value(s) 0"),
+        (["--p", "1.5"], "dropout rate must be in [0, 1)"),
+        (["--seeds", "-1"], "seed must be an integer >= 0"),
+        (["--seeds", "2", "2"], "seeds: duplicate value(s) 2"),
+        (["--seeds"], "expected at least one argument"),
+        (["--sizes", "0"], "training-set size must be an integer in 1..60,000"),
+        (["--sizes", "many"], "invalid int value"),
+        (["--p", *(str(i / 20) for i in range(20)), "--seeds", *map(str, range(6))], "too many"),
+        (["--epochs", "0", "--p", "2"], "epochs must be an integer >= 1, got 0; p: a dropout rate"),
+    ],
+)
+def test_bad_sweep_arguments_exit_2_with_a_message(args, expected, capsys, tmp_path):
+    code, _, _ = run_cli("sweep", *args, "--data-dir", str(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_sweep_unwritable_epochs_csv_is_refused_before_training(tmp_path, capsys):
+    code, _, _ = run_cli("sweep", "--epochs-csv", str(tmp_path), "--data-dir", str(tmp_path))
+    assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_interrupted_sweep_still_writes_what_finished(mnist_dir, tmp_path, monkeypatch):
+    import dropout_demo.cli as cli
+
+    calls = []
+
+    def fit_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    real_fit = cli.fit
+    monkeypatch.setattr(cli, "fit", fit_then_interrupt)
+    csv_path = tmp_path / "runs.csv"
+    code, out, err = run_cli(
+        "sweep", "--p", "0", "0.5", "0.7", "--train-size", "100", "--epochs", "1",
+        "--eval-size", "200", "--data-dir", str(mnist_dir), "--csv", str(csv_path), "--quiet",
+    )  # fmt: skip
+    assert code == 130 and "interrupted" in err
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [r["status"] for r in rows] == ["done", "interrupted", "not run"]
+    assert "(2 of 3 runs did not finish and are left out)" in out
