@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import zlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -65,6 +66,10 @@ def _fmt_num(x: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -114,9 +119,9 @@ class Grid:
                 problems.append(f"{n} cells is too many (at most {MAX_CELLS})")
         if problems:
             raise GridError(problems)
-        object.__setattr__(self, "ps", tuple(sorted(float(p) for p in ps)))
-        object.__setattr__(self, "seeds", tuple(sorted(int(s) for s in seeds)))
-        object.__setattr__(self, "sizes", tuple(sorted(int(s) for s in sizes)))
+        object.__setattr__(self, "ps", tuple(sorted(ps)))
+        object.__setattr__(self, "seeds", tuple(sorted(seeds)))
+        object.__setattr__(self, "sizes", tuple(sorted(sizes)))
         # The base's p, seed (and train_size in a size grid) are replaced in every cell: pin
         # them to the first cell's so that grids running the same cells compare equal.
         size = self.sizes[0] if self.sizes else self.base.train_size
@@ -135,8 +140,9 @@ class Grid:
         if bad:
             problems.append(f"{name}: {bad[0]}")
             return ()
-        normal = [float(v) if name == "p" else int(v) for v in values]
-        dups = sorted({v for v in normal if normal.count(v) > 1})
+        # p is rounded to 10 decimals: 0.1 * 3 and 0.3 are one cell (and one run identity)
+        normal = [round(float(v), 10) if name == "p" else int(v) for v in values]
+        dups = sorted(v for v, k in Counter(normal).items() if k > 1)
         if dups:
             problems.append(f"{name}: duplicate value(s) {', '.join(_fmt_num(v) for v in dups)}")
         return tuple(normal)
@@ -177,13 +183,13 @@ class Grid:
         return out
 
     def describe(self) -> str:
-        """E.g. ``10 dropout rates × 3 seeds = 30 runs of p=… · 1,000 imgs · 30 ep``."""
-        parts = [f"{len(self.sizes)} sizes"] if self.sizes else []
-        parts += [f"{len(self.ps)} dropout rates", f"{len(self.seeds)} seeds"]
+        """E.g. ``10 dropout rates × 3 seeds = 30 runs (1,000 images, 30 epochs)``."""
+        parts = [_count(len(self.sizes), "size")] if self.sizes else []
+        parts += [_count(len(self.ps), "dropout rate"), _count(len(self.seeds), "seed")]
         base = f"{self.base.epochs} epochs"
         if not self.sizes:
             base = f"{self.base.train_size:,} images, " + base
-        return f"{' × '.join(parts)} = {len(self)} runs ({base})"
+        return f"{' × '.join(parts)} = {_count(len(self), 'run')} ({base})"
 
     # -- links -------------------------------------------------------------------------------
 
@@ -638,7 +644,9 @@ def _size_reading(effects: list[SizeEffect]) -> str:
         if by["unclear"]:
             sizes = _join([_size(e.train_size) for e in by["unclear"]])
             bits.append(f"makes no clear difference at {sizes} images")
-        parts.append(f"Dropout ({_p(p_on)}) " + "; ".join(bits))
+        p_off = mine[0].p_off
+        who = f"Dropout ({_p(p_on)})" if p_off == 0 else f"{_p(p_on)} (against {_p(p_off)})"
+        parts.append(f"{who} " + "; ".join(bits))
     return ". ".join(parts) + "."
 
 

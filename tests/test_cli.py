@@ -153,7 +153,7 @@ def test_sweep_over_training_set_sizes(mnist_dir, tmp_path):
         "--data-dir", str(mnist_dir), "--csv", str(csv_path), "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    assert "Sweep: 2 sizes × 2 dropout rates × 1 seeds = 4 runs" in out
+    assert "Sweep: 2 sizes × 2 dropout rates × 1 seed = 4 runs" in out
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert [(r["train_size"], r["p"], r["seed"]) for r in rows] == [
         ("50", "0.0", "3"), ("50", "0.5", "3"), ("100", "0.0", "3"), ("100", "0.5", "3"),

@@ -30,6 +30,8 @@ from dropout_demo.sweeps import (
     underfit_from,
 )
 
+P_VALUES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
 # -- grids -----------------------------------------------------------------------------------
 
 
@@ -60,7 +62,7 @@ def test_size_grid_cells_replace_the_training_set_size():
 def test_presets_are_the_issue_grids():
     p_curve = GRID_PRESETS["p-curve"]
     assert len(p_curve) == 30  # a class of 30
-    assert p_curve.ps == tuple(np.round(np.arange(10) / 10, 1)) and p_curve.seeds == (0, 1, 2)
+    assert p_curve.ps == P_VALUES and p_curve.seeds == (0, 1, 2)
     assert [c.config for c in p_curve.cells()[:10]] == [
         TrainConfig(p=p, train_size=1_000, epochs=30) for p in p_curve.ps
     ]
@@ -95,6 +97,17 @@ def test_bad_grids_are_refused_in_words(kwargs, expected):
     with pytest.raises(GridError) as e:
         Grid(**kwargs)
     assert expected in str(e.value)
+
+
+def test_float_noise_in_p_is_one_cell():
+    grid = Grid(ps=np.arange(10) * 0.1, seeds=(0,))  # 0.30000000000000004, ...
+    assert grid.ps == P_VALUES and grid.to_query()["p"] == "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    with pytest.raises(GridError, match="duplicate value"):
+        Grid(ps=(0.1 * 3, 0.3))
+    assert (
+        Grid(ps=(0,), seeds=(0,)).describe()
+        == "1 dropout rate × 1 seed = 1 run (1,000 images, 30 epochs)"
+    )
 
 
 def test_every_problem_is_listed():
@@ -413,6 +426,10 @@ def test_reading_of_a_size_grid():
     effects = {e.train_size: e for e in size_effects(cells, results, "final_test_loss")}
     assert (effects[1000].verdict, effects[1000].wins, effects[1000].pairs) == ("helps", 3, 3)
     assert reading(cells, {0: results[0]}).startswith("Waiting for runs with and without")
+    shifted = Grid(ps=(0.2, 0.5), sizes=(100, 1000), seeds=(0,)).cells()
+    line = reading(shifted, {c.index: CellResult(0.3 - c.p / 10, 0, 0.9, 0.0) for c in shifted})
+    assert line.startswith("p = 0.5 (against p = 0.2) lowers the final test loss at 100 and 1,000")
+    assert line.endswith("differences may be noise.)")
 
 
 # -- CSV -------------------------------------------------------------------------------------
