@@ -33,14 +33,21 @@ FULL = 0.8  # fraction of the canvas inked above this: covered, not a digit (bol
 STROKE_TARGET, STROKE_MIN, STROKE_MAX = 0.09, 0.06, 0.11
 TRANSPARENT = 0.01  # auto: this share of (near) transparent pixels means an alpha background
 
+MAX_PIXELS = 2048 * 2048  # the canvas is 280x280; anything far larger is refused, not processed
+
 EMPTY_MESSAGE = "Draw a digit (0–9) on the canvas."
 SMALL_MESSAGE = "That's too small to read. Draw one digit large, filling most of the canvas."
 FULL_MESSAGE = "The canvas is almost completely covered. Clear it and draw one digit."
+INVALID_MESSAGE = "This drawing can't be read ({why}). Clear the canvas and draw again."
+
+
+class CanvasError(ValueError):
+    """An image that is not a drawing this module can read; the message says why."""
 
 
 @dataclass(frozen=True)
 class CanvasResult:
-    status: str  # "ok" | "empty" | "full"
+    status: str  # "ok" | "empty" | "full" | "invalid"
     message: str  # for the user; "" when ok
     tensor: torch.Tensor | None  # (1, 1, 28, 28), normalised like the training data
     preview: np.ndarray | None  # (28, 28) uint8, white digit on black
@@ -50,18 +57,57 @@ class CanvasResult:
         return self.status == "ok"
 
 
+def as_pixels(image: object) -> np.ndarray:
+    """Any array-like image -> uint8 pixels (H, W) or (H, W, C) with C in 1..4, or CanvasError.
+
+    Accepted: uint8; other integers and bools holding 0..255 (bool: 0 or 255); floats in 0..1
+    (scaled by 255) or 0..255. Refused with a reason: no pixels, more than MAX_PIXELS, other
+    shapes, NaN or infinite values, values out of range, anything that is not numbers.
+    """
+    try:
+        image = np.asarray(image)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise CanvasError(f"not an image: {exc}") from None
+    if image.dtype.kind not in "biuf":
+        raise CanvasError(f"not an image of numbers (dtype {image.dtype})")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and not 1 <= image.shape[2] <= 4):
+        raise CanvasError(f"expected H×W, H×W×3 or H×W×4 pixels, got shape {image.shape}")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise CanvasError("the image has no pixels")
+    if height * width > MAX_PIXELS:
+        raise CanvasError(f"{width}×{height} pixels is too large; at most {MAX_PIXELS:,} pixels")
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype.kind == "b":
+        return image.astype(np.uint8) * np.uint8(255)
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise CanvasError("it holds NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < 0 or high > 255:
+            raise CanvasError(f"pixel values must lie in 0..1 or 0..255, got {low:g}..{high:g}")
+        scale = 255.0 if high <= 1.0 else 1.0
+        return np.rint(image.astype(np.float32) * np.float32(scale)).astype(np.uint8)
+    low, high = int(image.min()), int(image.max())
+    if low < 0 or high > 255:
+        raise CanvasError(f"pixel values must lie in 0..255, got {low}..{high}")
+    return image.astype(np.uint8)
+
+
 def _channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """HxW, HxWx3 or HxWx4 uint8 -> grey (H, W) float in 0..255 and alpha in 0..1 (or None)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"canvas image must be uint8, got {image.dtype}")
+    """H×W, or H×W×C with C = 1 (grey), 2 (grey, alpha), 3 (RGB), 4 (RGBA) -> grey (H, W)
+    float in 0..255 and alpha in 0..1 (or None)."""
+    image = as_pixels(image)
     if image.ndim == 2:
         return image.astype(np.float32), None
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"canvas image must be HxW, HxWx3 or HxWx4, got {image.shape}")
-    rgb = image[..., :3].astype(np.float32)
-    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
-    alpha = image[..., 3].astype(np.float32) / 255.0 if image.shape[2] == 4 else None
+    channels = image.shape[2]
+    if channels <= 2:
+        grey = image[..., 0].astype(np.float32)
+    else:
+        rgb = image[..., :3].astype(np.float32)
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
+    alpha = image[..., -1].astype(np.float32) / 255.0 if channels in (2, 4) else None
     return grey, alpha
 
 
@@ -178,8 +224,15 @@ def _centre(small: np.ndarray) -> np.ndarray:
 
 
 def preprocess(rgba: np.ndarray, background: str = "auto") -> CanvasResult:
-    """Canvas image (HxWx4, HxWx3 or HxW uint8) -> an MNIST-like digit, or why there is none."""
-    ink = ink_intensity(rgba, background)
+    """Canvas image (HxWx4, HxWx3 or HxW; see :func:`as_pixels`) -> an MNIST-like digit, or
+    why there is none: status "empty", "full" or "invalid" (an unreadable image), each with a
+    message for the user. Only a wrong ``background`` raises."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    try:
+        ink = ink_intensity(rgba, background)
+    except CanvasError as exc:
+        return CanvasResult("invalid", INVALID_MESSAGE.format(why=exc), None, None)
     drawn = ink > INK
     height, width = ink.shape
     coverage = float(drawn.mean())

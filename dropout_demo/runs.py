@@ -284,6 +284,9 @@ class RunStore:
             entries = list(os.scandir(self.root))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as exc:  # e.g. permissions: no runs to offer, and the log says why
+            self._skip(self.root, RunStoreError(f"the run store can't be listed: {exc}"))
+            return []
         names = {entry.name for entry in entries}
         records = []
         with self._lock:

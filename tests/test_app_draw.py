@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from dropout_demo.canvas import preprocess
 from dropout_demo.config import TrainConfig
 from dropout_demo.inference import predict
+from dropout_demo.model import model_from_checkpoint
 from dropout_demo.runs import RunStore
 from dropout_demo.training import fit
 from dropout_demo.ui import draw, state
@@ -213,3 +216,66 @@ def test_inverted_dropout_keeps_the_expectation():
     kept = np.array([True, False, True, True])
     assert apply_inverted_dropout(a, kept, 0.5).tolist() == [0.0, 0.0, 2.0, 4.0]
     assert expected_output(a, 0.75, masks=200_000) == pytest.approx(a, abs=0.05)
+
+
+@pytest.fixture
+def two_run_store(tiny_run, tmp_path, monkeypatch):
+    """A store of this test's own with two copies of the tiny run (the newest is picked)."""
+    _, record, model = tiny_run
+    runs = RunStore(tmp_path / "runs")
+    older = runs.save(record.config, record.metrics, model, name="older copy")
+    newer = runs.save(record.config.replace(seed=1), record.metrics, model, name="newer copy")
+    monkeypatch.setenv("DROPOUT_DEMO_RUNS", str(runs.root))
+    state.store.clear()
+    draw._stored_model.clear()
+    yield runs, older, newer
+    state.store.clear()
+    draw._stored_model.clear()
+
+
+@pytest.fixture
+def deferred_downloads(monkeypatch):
+    """The callables behind download buttons, as Streamlit registers them (by button key)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    found = {}
+    real = MediaFileManager.add_deferred
+
+    def add_deferred(self, callable_, mimetype, coordinates, *args, **kwargs):
+        found[kwargs.get("file_name")] = callable_
+        return real(self, callable_, mimetype, coordinates, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
+    return found
+
+
+def test_weights_download_of_a_run_pruned_after_the_page_was_drawn(
+    two_run_store, deferred_downloads, mnist, monkeypatch
+):
+    runs, older, newer = two_run_store
+    image = canvas_with(mnist.test_images[4].numpy())
+    monkeypatch.setattr(draw, "canvas_image", lambda key: image)
+    at = AppTest.from_string(DRAW_SCRIPT, default_timeout=30)
+    at.session_state["dropout_lab_owner"] = OWNER
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="draw_model").value == f"run:{newer.id}"
+    assert len(at.get("download_button")) == 1
+    (name,) = deferred_downloads
+    assert name.endswith(".pt") and "seed1" in name
+    build = deferred_downloads[name]
+    assert build() == runs.weights_bytes(newer.id)  # while it exists: the stored file itself
+
+    expected = predict(runs.load_model(newer.id), preprocess(image).tensor)
+    assert runs.delete(newer.id)  # pruned by another visitor's save, before the click
+    data = build()  # the click: no exception, and still this model's weights
+    ckpt = torch.load(io.BytesIO(data), weights_only=True)
+    model, config = model_from_checkpoint(ckpt)
+    assert config == newer.config
+    assert torch.equal(predict(model, preprocess(image).tensor), expected)
+
+    at.run()  # the next rerun: the picker moves on and says why; nothing breaks
+    assert not at.exception
+    assert at.selectbox(key="draw_model").value == f"run:{older.id}"
+    assert any("has left the run store" in i.value for i in at.info)
+    assert len(big_digits(at)) == 1

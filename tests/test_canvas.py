@@ -182,10 +182,109 @@ def test_thresholds_are_relative_to_canvas_size():
 def test_input_validation():
     with pytest.raises(ValueError):
         preprocess(np.zeros((SIZE, SIZE, 4), np.uint8), background="grey")
-    with pytest.raises(TypeError):
-        preprocess(np.zeros((SIZE, SIZE, 4), np.float32))
-    with pytest.raises(ValueError):
-        preprocess(np.zeros((SIZE, SIZE, 2), np.uint8))
+    for bad in (np.zeros((SIZE, SIZE, 5), np.uint8), np.zeros((SIZE,), np.uint8), "a drawing"):
+        with pytest.raises(canvas.CanvasError):
+            canvas.ink_intensity(bad)
+
+
+def seven_as(dtype) -> np.ndarray:
+    """The white-on-transparent SEVEN in another dtype, same values (floats scaled to 0..1)."""
+    image = draw(SEVEN)
+    if np.dtype(dtype).kind == "f":
+        return image.astype(dtype) / 255.0
+    if np.dtype(dtype).kind == "b":
+        return image > 127
+    return image.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint16, np.int32, bool])
+def test_other_dtypes_with_pixel_values_read_like_uint8(dtype):
+    result = preprocess(seven_as(dtype))
+    reference = preprocess(draw(SEVEN) if dtype is not bool else (draw(SEVEN) > 127) * 255)
+    assert result.ok, result.message
+    assert aligned_diff(result.preview, reference.preview.astype(np.uint8)) < 2
+    assert preprocess(draw(SEVEN).astype(np.float32)).ok  # floats in 0..255 too
+
+
+def broadcast(shape, value=0, dtype=np.uint8) -> np.ndarray:
+    """A huge image without the memory: every pixel is one broadcast value."""
+    return np.broadcast_to(np.array(value, dtype=dtype), shape)
+
+
+BAD_IMAGES = {
+    "NaN pixels": np.where(draw(SEVEN) > 0, np.nan, 0.0),
+    "infinite pixels": np.full((SIZE, SIZE, 4), np.inf),
+    "negative floats": -np.ones((SIZE, SIZE, 4)),
+    "floats over 255": np.full((SIZE, SIZE), 300.0),
+    "int64 over 255": np.full((SIZE, SIZE, 4), 1000, np.int64),
+    "negative ints": np.full((SIZE, SIZE, 4), -5, np.int64),
+    "10000x10000 RGBA": broadcast((10_000, 10_000, 4), 255),
+    "10000x10000 float": broadcast((10_000, 10_000), np.nan, np.float64),
+    "five channels": np.zeros((SIZE, SIZE, 5), np.uint8),
+    "channels first": np.zeros((4, SIZE, SIZE), np.uint8),
+    "one dimension": np.zeros(SIZE * SIZE, np.uint8),
+    "four dimensions": np.zeros((1, SIZE, SIZE, 4), np.uint8),
+    "a scalar": np.uint8(7),
+    "no pixels": np.zeros((0, 0, 4), np.uint8),
+    "no rows": np.zeros((0, SIZE), np.uint8),
+    "complex": np.zeros((SIZE, SIZE), np.complex64),
+    "strings": np.full((3, 3), "x"),
+    "objects": np.array([[object(), None]], dtype=object),
+    "ragged list": [[1, 2, 3], [4]],
+    "None": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_unreadable_images_give_a_message_not_an_exception(name):
+    result = preprocess(BAD_IMAGES[name])
+    assert result.status == "invalid" and not result.ok
+    assert result.message.startswith("This drawing can't be read (")
+    assert result.tensor is None and result.preview is None
+    for background in canvas.BACKGROUNDS:
+        assert preprocess(BAD_IMAGES[name], background=background).status == "invalid"
+
+
+ODD_BUT_READABLE = {
+    "one pixel image, white": np.full((1, 1, 4), 255, np.uint8),
+    "one pixel image, clear": np.zeros((1, 1, 4), np.uint8),
+    "one pixel of ink": np.pad(np.full((1, 1, 4), 255, np.uint8), ((140, 139), (140, 139), (0, 0))),
+    "one row": np.full((1, SIZE), 255, np.uint8),
+    "one column of ink": np.pad(np.full((SIZE, 1), 255, np.uint8), ((0, 0), (140, 139))),
+    "a line across": np.pad(np.full((3, SIZE), 255, np.uint8), ((140, 137), (0, 0))),
+    "all white opaque": np.full((SIZE, SIZE, 4), 255, np.uint8),
+    "all black opaque": draw([], background=BLACK),
+    "all transparent": np.zeros((SIZE, SIZE, 4), np.uint8),
+    "transparent white ink": draw(SEVEN, ink=(255, 255, 255, 0)),
+    "grey + alpha": np.stack([draw(SEVEN)[..., 0], draw(SEVEN)[..., 3]], axis=-1),
+    "grey, one channel": draw(SEVEN)[..., :1],
+    "all True": np.ones((SIZE, SIZE), bool),
+    "all False": np.zeros((SIZE, SIZE), bool),
+    "2048x2048 blank": broadcast((2048, 2048), 0),
+    "tall and thin": np.pad(np.full((400, 6, 4), 255, np.uint8), ((0, 0), (0, 1), (0, 0))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_BUT_READABLE))
+def test_odd_images_give_a_digit_or_a_message(name):
+    for background in canvas.BACKGROUNDS:
+        result = preprocess(ODD_BUT_READABLE[name], background=background)
+        assert result.status in ("ok", "empty", "full", "invalid")
+        if result.ok:
+            assert result.tensor.shape == (1, 1, 28, 28) and torch.isfinite(result.tensor).all()
+            assert result.preview.shape == (28, 28) and result.preview.dtype == np.uint8
+        else:
+            assert result.message and result.tensor is None
+
+
+def test_the_views_canvas_cases():
+    # The Draw view passes background="black": its canvas is white on black.
+    assert preprocess(np.full((SIZE, SIZE, 4), 255, np.uint8), background="black").status == "full"
+    assert preprocess(np.zeros((SIZE, SIZE, 4), np.uint8), background="black").status == "empty"
+    dot = np.zeros((SIZE, SIZE, 4), np.uint8)
+    dot[140, 140] = 255
+    result = preprocess(dot, background="black")
+    assert result.status == "empty" and "too small" in result.message
 
 
 def test_thick_pen_on_a_small_digit_keeps_its_loop_open():

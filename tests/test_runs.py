@@ -434,3 +434,16 @@ def test_a_changed_listing_is_seen_by_a_store_that_listed_before(store):
     assert [r.id for r in store.list()] == [a.id]
     a.weights_path.unlink()
     assert store.list() == []
+
+
+def test_an_unreadable_store_lists_as_empty_with_one_warning(store, monkeypatch, caplog):
+    store.save(CONFIG, METRICS, make_model())
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(runs_module.os, "scandir", refused)
+    with caplog.at_level(logging.WARNING, logger="dropout_demo.runs"):
+        assert store.list() == [] and store.find("anything") is None
+        assert store.list() == []
+    assert len(caplog.records) == 1 and "can't be listed" in caplog.records[0].getMessage()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +13,15 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from ..canvas import preprocess
-from ..inference import MCResult, PassResult, mc_predict, predict, stochastic_pass
-from ..model import HIDDEN_UNITS
-from ..runs import RunStore
+from ..canvas import EMPTY_MESSAGE, CanvasResult, preprocess
+from ..config import TrainConfig
+from ..inference import MAX_SAMPLES, MCResult, PassResult, mc_predict, predict, stochastic_pass
+from ..model import HIDDEN_UNITS, make_checkpoint
+from ..runs import RunStore, RunStoreError
 from ..starter import STARTER_TAG, ensure_default_model
 from .state import manager, session_id, store
+
+log = logging.getLogger(__name__)
 
 CANVAS_SIZE = 280
 STROKE_WIDTH = 20
@@ -35,6 +41,7 @@ _K_OTHER = "draw_model_other"
 _K_SAMPLES = "draw_samples"
 _K_SEED = "draw_mc_seed"
 _K_PASS = "draw_pass"
+SAMPLES_MAX = min(200, MAX_SAMPLES)  # the slider's end; the package refuses more than MAX_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class ModelChoice:
     key: str  # "job:<job id>" or "run:<run id>"
     label: str
     p: float
+    config: TrainConfig | None = None
 
 
 # ---------------------------------------------------------------- figures (pure)
@@ -146,14 +154,14 @@ def model_choices(owner: str) -> list[ModelChoice]:
         if snap.has_model and snap.is_terminal:
             status = "" if snap.status == "done" else f" ({snap.status})"
             label = f"This session · {snap.name}{_accuracy(snap.metrics)}{status}"
-            choices.append(ModelChoice(f"job:{snap.id}", label, snap.config.p))
+            choices.append(ModelChoice(f"job:{snap.id}", label, snap.config.p, snap.config))
     saved = {snap.saved_run_id for snap in manager().snapshot(owner) if snap.saved_run_id}
     for record in store().list():
         if record.id in saved:
             continue  # already offered as this session's run
         name = "Starter model" if STARTER_TAG in record.tags else record.name
         label = f"Saved · {name} · {record.config.label()}{_accuracy(record.metrics)}"
-        choices.append(ModelChoice(f"run:{record.id}", label, record.config.p))
+        choices.append(ModelChoice(f"run:{record.id}", label, record.config.p, record.config))
     return choices
 
 
@@ -172,6 +180,38 @@ def load_model(key: str, owner: str):
         return _stored_model(str(store().root), ident)
     except Exception:  # a run removed or deleted since the picker was drawn
         return None
+
+
+def weights_file(choice: ModelChoice, model, runs: RunStore) -> Callable[[], bytes]:
+    """The Weights download's contents, built when clicked (maybe long after the page was drawn).
+
+    A stored run's own file when it is still there; when it was pruned or deleted meanwhile
+    (or the run is this session's), a checkpoint of the model the page shows. Never raises for
+    a vanished run: a failed download would only say "Failed to generate file".
+    """
+
+    def build() -> bytes:
+        kind, _, ident = choice.key.partition(":")
+        if kind == "run":
+            try:
+                return runs.weights_bytes(ident)
+            except (RunStoreError, OSError) as exc:
+                log.info(
+                    "stored run %s gone since the page was drawn (%s); using the model", ident, exc
+                )
+        buffer = io.BytesIO()
+        config = choice.config if choice.config is not None else TrainConfig(p=choice.p)
+        torch.save(make_checkpoint(model, config, name=choice.label), buffer)
+        return buffer.getvalue()
+
+    return build
+
+
+def weights_file_name(choice: ModelChoice) -> str:
+    c = choice.config
+    if c is None:
+        return f"dropout-p{choice.p:.2f}.pt"
+    return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}.pt"
 
 
 # ---------------------------------------------------------------- canvas seam
@@ -317,6 +357,12 @@ def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
     if not choices:
         starter_panel()
         return []
+    gone = st.session_state.get(_K_MODEL)
+    if isinstance(gone, str) and gone.startswith("run:") and gone not in {c.key for c in choices}:
+        st.info(
+            "The saved model you had picked has left the run store (it keeps the newest runs); "
+            "showing another one."
+        )
     left, right = st.columns([3, 2])
     with left:
         first = _picker(choices, _K_MODEL, "Model")
@@ -338,7 +384,39 @@ def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
             st.warning("That model is no longer available; pick another one.")
             continue
         picked.append((by_key[key], model))
+    if picked:
+        runs = store()
+        for slot, (col, (choice, model)) in enumerate(zip((left, right), picked, strict=False)):
+            col.download_button(
+                "Weights",
+                data=weights_file(choice, model, runs),  # built only when clicked
+                file_name=weights_file_name(choice),
+                mime="application/octet-stream",
+                key=f"draw_weights_{slot}",
+                on_click="ignore",
+                icon=":material/download:",
+                help="This model as a PyTorch checkpoint (config + state_dict): "
+                "torch.load(path, weights_only=True)",
+            )
     return picked
+
+
+def read_drawing(rgba) -> CanvasResult | None:
+    """The canvas's pixels as the model's input, or None before the first stroke.
+
+    Never raises: an image the canvas module can't read comes back as status "invalid" with a
+    message, and anything unexpected is logged and reported the same way.
+    """
+    if rgba is None:
+        return None
+    try:
+        # The canvas is set up white-on-black; saying so lets a fully painted one read "full".
+        return preprocess(rgba, background="black")
+    except Exception:
+        log.exception("canvas image could not be preprocessed")
+        return CanvasResult(
+            "invalid", "This drawing can't be read. Clear the canvas and draw again.", None, None
+        )
 
 
 def draw_view() -> None:
@@ -360,8 +438,7 @@ def draw_view() -> None:
         st.container(height=12, border=False)  # room for the canvas's floating toolbar
         rgba = canvas_image(f"draw_canvas_{generation}")
         st.button("Clear", on_click=_clear_canvas, key="draw_clear", icon=":material/delete:")
-    # The canvas is set up white-on-black; saying so lets a fully painted canvas read as "full".
-    drawing = preprocess(rgba, background="black") if rgba is not None else None
+    drawing = read_drawing(rgba)
     with right:
         st.markdown("**What the model receives** (28×28)")
         if drawing is not None and drawing.preview is not None:
@@ -370,8 +447,11 @@ def draw_view() -> None:
             st.image(np.zeros((196, 196), dtype=np.uint8), width=196)
         learn_link("canvas", "How a drawing becomes MNIST-like")
 
-    if drawing is None or drawing.status == "empty":
+    if drawing is None or drawing.message == EMPTY_MESSAGE:
         st.info("Draw a digit on the black canvas (one digit, 0–9, filling most of the box).")
+        return
+    if drawing.status == "empty":
+        st.info(drawing.message)
         return
     if not drawing.ok:
         st.warning(drawing.message)
@@ -383,7 +463,7 @@ def draw_view() -> None:
     samples = st.slider(
         "Monte-Carlo samples T",
         1,
-        200,
+        SAMPLES_MAX,
         50,
         key=_K_SAMPLES,
         help="How many stochastic passes (each with its own dropout mask) are averaged.",
