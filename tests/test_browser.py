@@ -3,6 +3,9 @@
 Needs Chromium (Debian: `apt-get install -y chromium`) and the MNIST files (DROPOUT_DEMO_DATA).
 In CI (CI=true or DROPOUT_DEMO_REQUIRE_BROWSER=1) a missing browser is a failure.
 DROPOUT_DEMO_SCREENSHOTS=<dir> saves a screenshot of each view as the test goes.
+
+No fixed sleeps: every step waits for what it needs to see (Playwright's auto-waiting, `expect`
+and `wait_for_function`), with timeouts generous enough for a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 INSTALL_HINT = "apt-get install -y chromium"
+WAIT_MS = 120_000  # for anything the page must show; reached only when something is wrong
 
 # A "2": top arc, diagonal, base line, in canvas pixels of the 280x280 canvas.
 DIGIT_TWO = [
@@ -43,6 +47,14 @@ JS_RUNS_AT = """([runs, epochs]) => {
   if (!plot || !plot._fullData || plot._fullData.length < 2 * runs) return false;
   return plot._fullData.every(t => (t._length || 0) >= epochs);
 }"""
+# True once Fabric has painted the canvas's black background: it takes pointer events from then on.
+JS_CANVAS_READY = """c => {
+  const d = c.getContext('2d').getImageData(0, 0, 1, 1).data;
+  return d[3] === 255;
+}"""
+# True when every Plotly chart on the page is laid out at its container's current width.
+JS_PLOTS_SETTLED = """() => [...document.querySelectorAll('.js-plotly-plot')].every(
+  p => p._fullLayout && Math.abs(p._fullLayout.width - p.clientWidth) <= 2)"""
 # Share of the drawing canvas's pixels that are ink (bright).
 JS_INK = """c => {
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -78,7 +90,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], log_path: Path, timeout: float = 60.0) -> Iterator[str]:
+def streamlit_server(env: dict[str, str], log_path: Path, timeout: float = 120.0) -> Iterator[str]:
     """`streamlit run app.py` on a free loopback port; yields its URL, stops it by PID."""
     port = free_port()
     cmd = [
@@ -143,13 +155,20 @@ def nav(page, title: str) -> None:
     page.get_by_role("link", name=title, exact=True).first.click()
 
 
-def start_run(page, preset: str, compare: bool = False) -> None:
-    """Pick a preset (at the default p = 0.5) and press Start run, or Compare with p = 0."""
-    page.get_by_role("button", name="Start run").first.wait_for(timeout=60_000)
+def start_run(page, preset: str, next_run: str, compare: bool = False) -> None:
+    """Pick a preset (at the default p = 0.5) and press Start run, or Compare with p = 0.
+
+    ``next_run`` is the settings line the page shows once the preset has been taken in.
+    """
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Start run").first.wait_for(timeout=WAIT_MS)
     page.get_by_text(preset, exact=True).first.click()
-    page.wait_for_timeout(500)
+    expect(page.get_by_text(f"Next run: {next_run}").first).to_be_visible(timeout=WAIT_MS)
     label = "Compare with p = 0" if compare else "Start run"
-    page.get_by_role("button", name=label).first.click()
+    button = page.get_by_role("button", name=label).first
+    expect(button).to_be_enabled(timeout=WAIT_MS)
+    button.click()
 
 
 def wait_for_epochs(page, epochs: int, timeout_s: float) -> int:
@@ -165,11 +184,19 @@ def ink(page) -> float:
     return page.locator("canvas.dc-canvas.lower-canvas").first.evaluate(JS_INK)
 
 
+def wait_canvas_ready(page) -> None:
+    lower = page.locator("canvas.dc-canvas.lower-canvas").first
+    lower.wait_for(timeout=WAIT_MS)
+    page.wait_for_function(
+        f"c => ({JS_CANVAS_READY})(c)", arg=lower.element_handle(), timeout=WAIT_MS
+    )
+
+
 def draw_strokes(page, strokes) -> None:
     canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(timeout=30_000)
+    canvas.wait_for(timeout=WAIT_MS)
     canvas.scroll_into_view_if_needed()
-    page.wait_for_timeout(500)  # let Fabric finish mounting before the first pointer event
+    wait_canvas_ready(page)  # Fabric takes pointer events once it has painted its background
     box = canvas.bounding_box()
     for stroke in strokes:
         x, y = stroke[0]
@@ -182,7 +209,7 @@ def draw_strokes(page, strokes) -> None:
 
 def predicted_digit(page) -> int:
     """The large digit the eval panel shows, after "MC prediction" has appeared."""
-    page.get_by_text("MC prediction").first.wait_for(timeout=60_000)
+    page.get_by_text("MC prediction").first.wait_for(timeout=WAIT_MS)
     text = page.get_by_text("predicted digit ·").first.locator("xpath=..").inner_text()
     return int(text.strip()[0])
 
@@ -196,7 +223,7 @@ def screenshot(page, name: str, directory: str | None, height: int = 1800) -> No
     page.set_viewport_size({"width": size["width"], "height": height})
     page.mouse.move(0, height - 1)  # no hover tooltips in the picture
     page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
-    page.wait_for_timeout(1200)
+    page.wait_for_function(JS_PLOTS_SETTLED, timeout=WAIT_MS)  # redrawn at the new size
     page.screenshot(path=str(Path(directory) / f"{name}.png"))
     page.set_viewport_size(size)
 
@@ -208,7 +235,6 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
 
     shots = os.environ.get("DROPOUT_DEMO_SCREENSHOTS")
     env = app_env(tmp_path / "runs", mnist_dir)
-    started = time.monotonic()
     with (
         streamlit_server(env, tmp_path / "streamlit.log") as url,
         sync_playwright() as pw,
@@ -220,20 +246,21 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url)
 
-            start_run(page, "Tiny (test)")
-            epochs = wait_for_epochs(page, 2, timeout_s=90)
+            tiny = "p=0.50 · 256 imgs · 3 ep"
+            start_run(page, "Tiny (test)", tiny)
+            epochs = wait_for_epochs(page, 2, timeout_s=WAIT_MS / 1000)
             assert epochs >= 2
-            start_run(page, "Tiny (test)", compare=True)  # adds the p = 0 run
-            wait_for_runs(page, 2, 3, timeout_s=90)
+            start_run(page, "Tiny (test)", tiny, compare=True)  # adds the p = 0 run
+            wait_for_runs(page, 2, 3, timeout_s=WAIT_MS / 1000)
             screenshot(page, "lab", shots)
 
             nav(page, "Draw")
-            page.get_by_text("Draw — see what the network sees").wait_for(timeout=30_000)
+            page.get_by_text("Draw — see what the network sees").wait_for(timeout=WAIT_MS)
             draw_strokes(page, DIGIT_TWO)
             digit = predicted_digit(page)
             assert 0 <= digit <= 9
-            page.get_by_text("Mutual information").first.wait_for(timeout=10_000)
-            page.get_by_text("Predictive entropy").first.wait_for(timeout=10_000)
+            page.get_by_text("Mutual information").first.wait_for(timeout=WAIT_MS)
+            page.get_by_text("Predictive entropy").first.wait_for(timeout=WAIT_MS)
             screenshot(page, "draw", shots)
             picked = page.get_by_test_id("stSelectbox").first.evaluate(
                 "el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value)"
@@ -244,28 +271,33 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
 
             # Comparing adds a picker above the canvas; the drawing must survive it.
             page.get_by_text("Compare with a second model").click()
-            page.get_by_text("Compare with", exact=True).wait_for(timeout=30_000)
+            page.get_by_text("Compare with", exact=True).wait_for(timeout=WAIT_MS)
             page.wait_for_function(
                 "() => document.body.innerText.split('predicted digit ·').length === 3",
-                timeout=30_000,
+                timeout=WAIT_MS,
             )
             assert ink(page) == pytest.approx(drawn, abs=0.005)
             page.get_by_role("button", name="Run one pass").click()
-            page.get_by_text("Prediction of this pass").first.wait_for(timeout=30_000)
+            page.get_by_text("Prediction of this pass").first.wait_for(timeout=WAIT_MS)
 
             # The Draw page's link opens the Learn page in the same session, at its section.
             page.get_by_role("link", name="What Monte-Carlo dropout measures").click()
             section = page.locator("#mc-dropout")
-            section.wait_for(timeout=30_000)
-            expect(section).to_be_in_viewport(timeout=10_000)
+            section.wait_for(timeout=WAIT_MS)
+            expect(section).to_be_in_viewport(timeout=WAIT_MS)
             assert page.url.split("?")[0].endswith("/learn")
             screenshot(page, "learn", shots)
             # Back on Draw: still this session (its runs are offered), and the page agrees with
             # the canvas (a fresh canvas after leaving the page: the prompt, no stale answer).
             nav(page, "Draw")
-            page.get_by_text("Draw — see what the network sees").wait_for(timeout=30_000)
-            page.locator("canvas.dc-canvas.lower-canvas").first.wait_for(timeout=30_000)
-            page.wait_for_timeout(1000)
+            page.get_by_text("Draw — see what the network sees").wait_for(timeout=WAIT_MS)
+            wait_canvas_ready(page)
+            # The page has settled on the canvas it shows: an answer or the prompt to draw.
+            page.wait_for_function(
+                "() => /MC prediction|Draw a digit on the black canvas/"
+                ".test(document.body.innerText)",
+                timeout=WAIT_MS,
+            )
             picked = page.get_by_test_id("stSelectbox").first.evaluate(
                 "el => [...el.querySelectorAll('input')].map(i => i.value).join(' ')"
             )
@@ -275,4 +307,3 @@ def test_lab_run_then_drawn_digit(mnist_dir, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
-    assert time.monotonic() - started < 170
