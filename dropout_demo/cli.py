@@ -301,16 +301,16 @@ def _sweep_summary(grid: Grid, cells: list[Cell], results: dict[int, CellResult]
         if error:
             lines += [
                 "",
-                "  images | p vs p       | change in final test loss | in test error, points "
-                "| seeds won | verdict (test loss)",
+                "  images | p vs p       | change in final test loss | seeds won | verdict   "
+                "| change in test error, points",
             ]
         for e in error:
             lo = loss[e.train_size, e.p_on]
             change = f"{lo.diff:+.4f} ± {lo.diff_std:.4f}"
-            points = f"{100 * e.diff:+.2f} ± {100 * e.diff_std:.2f}"
+            won = f"{lo.wins} of {lo.pairs}"
             lines.append(
-                f"{e.train_size:8,} | {e.p_on:.2f} vs {e.p_off:.2f} | {change:<25} | {points:<21} "
-                f"| {f'{e.wins} of {e.pairs}':<9} | {lo.verdict}"
+                f"{e.train_size:8,} | {e.p_on:.2f} vs {e.p_off:.2f} | {change:<25} | {won:<9} | "
+                f"{lo.verdict:<9} | {100 * e.diff:+.2f} ± {100 * e.diff_std:.2f}"
             )
     lines += ["", "Reading: " + reading(cells, results)]
     return lines

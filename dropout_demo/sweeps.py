@@ -326,6 +326,8 @@ def next_cell(
        over students (by a stable hash of the student id), so a late student has a run to watch.
 
     Returns None only for an empty grid. Claims and finished indices outside the grid are ignored.
+    The caller records a claim (index → student, now) only for a cell that had none (step 2):
+    in steps 3 and 4 the student shares a cell and its first claim stays.
     """
     if not grid_cells:
         return None
