@@ -33,6 +33,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/inference_latency.py
 	$(BIN)/python bench/canvas_accuracy.py
 	$(BIN)/python bench/app_latency.py
+	$(BIN)/python bench/classroom_load.py
 
 clean-venv:
 	rm -rf $(VENV)
