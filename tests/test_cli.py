@@ -215,3 +215,11 @@ def test_interrupted_sweep_still_writes_what_finished(mnist_dir, tmp_path, monke
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert [r["status"] for r in rows] == ["done", "interrupted", "not run"]
     assert "(2 of 3 runs did not finish and are left out)" in out
+
+
+def test_sweep_help_lists_grid_flags(capsys):
+    code, _, _ = run_cli("sweep", "--help")
+    printed = capsys.readouterr().out
+    assert code == 0
+    for flag in ("--p", "--seeds", "--seed", "--sizes", "--csv", "--epochs-csv"):
+        assert flag in printed
