@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 import traceback
+import types
 from pathlib import Path
 
 import torch
@@ -50,11 +52,14 @@ def assert_consistent(root: Path, kept: set[str]) -> list[str]:
     return listed
 
 
-def test_two_processes_saving_into_one_capped_store(tmp_path):
+def test_two_processes_saving_into_one_capped_store(tmp_path, monkeypatch):
     root = tmp_path / "shared-store"
     starter = RunStore(root, max_runs=CAP).save(
         CONFIG, METRICS, SimpleCNN(p=0.5).eval(), tags=("starter",)
     )
+    # A spawned child re-runs the parent's __main__ from its path; after an AppTest in this
+    # process that is the app script. The children need only this module: give them a bare one.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     errors = [tmp_path / f"error-{who}.txt" for who in ("a", "b")]
