@@ -152,7 +152,7 @@ def launch_browser(playwright, executable: str):
 
 def nav(page, title: str) -> None:
     """Switch page inside the app (same session, so this session's runs stay visible)."""
-    page.get_by_role("link", name=title, exact=True).first.click()
+    page.get_by_role("link", name=title, exact=True).first.click(timeout=WAIT_MS)
 
 
 def start_run(page, preset: str, next_run: str, compare: bool = False) -> None:
