@@ -11,6 +11,8 @@ PAGES = {
     "lab": ("lab", "lab_view", "Lab", ":material/science:"),
     "draw": ("draw", "draw_view", "Draw", ":material/draw:"),
     "learn": ("learn", "learn_view", "Learn", ":material/school:"),
+    "sweep": ("sweep", "sweep_view", "Sweep", ":material/stacked_line_chart:"),
+    "class": ("classroom", "class_view", "Class", ":material/groups:"),
 }
 DEFAULT_PAGE = "lab"
 

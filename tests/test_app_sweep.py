@@ -1,0 +1,235 @@
+"""The Sweep and Class pages in Streamlit's AppTest: a tiny grid trains through the job manager,
+cells finish, charts, reading and CSV appear; the grid round-trips through the URL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dropout_demo import jobs
+from dropout_demo.classes import Classes, p_choices
+from dropout_demo.jobs import manager as manager_module
+from dropout_demo.runs import RunStore
+from dropout_demo.sweeps import BASE_PRESETS, GRID_PRESETS, Grid
+from dropout_demo.ui import state, sweep
+
+SWEEP = "from dropout_demo.ui.sweep import sweep_view\nsweep_view()\n"
+CLASS = "from dropout_demo.ui.classroom import class_view\nclass_view()\n"
+TIMEOUT = 120
+
+
+@pytest.fixture
+def make_manager(monkeypatch):
+    made = []
+
+    def make(**kwargs) -> jobs.JobManager:
+        manager = jobs.JobManager(release_grace=0.05, **kwargs)
+        made.append(manager)
+        monkeypatch.setattr(manager_module, "_manager", manager)
+        state.manager.clear()
+        state.store.clear()
+        return manager
+
+    yield make
+    for manager in made:
+        manager.shutdown(timeout=TIMEOUT)
+    state.manager.clear()
+    state.store.clear()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
+    assert not alive, f"training threads left running: {alive}"
+
+
+@pytest.fixture
+def tiny_manager(make_manager, mnist, monkeypatch):
+    monkeypatch.setenv(sweep.TEST_PRESETS_ENV, "1")
+    return make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
+
+
+def open_page(script: str, query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_string(script, default_timeout=TIMEOUT)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def owner_of(at: AppTest) -> str:
+    return at.session_state["dropout_lab_owner"]
+
+
+def wait_until(predicate, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def chart_titles(at: AppTest) -> dict[str, dict]:
+    specs = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        specs[spec["layout"]["title"]["text"]] = spec
+    return specs
+
+
+def progress_text(at: AppTest) -> str:
+    return " ".join(str(p.proto.text) for p in at.get("progress"))
+
+
+def test_the_sweep_page_opens_on_the_p_curve_and_puts_it_in_the_url(make_manager):
+    make_manager(data_provider=lambda: None)
+    at = open_page(SWEEP)
+    assert at.text_input(key="sweep_ps").value == "0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
+    assert at.text_input(key="sweep_seeds").value == "0, 1, 2"
+    assert at.radio(key="sweep_base").value == "overfit"
+    assert "tiny" not in at.radio(key="sweep_base").options
+    assert "0 of 30 cells finished" in progress_text(at)
+    assert Grid.from_query(dict(at.query_params)) == GRID_PRESETS["p-curve"]
+    assert set(chart_titles(at)) == {
+        "Test loss against p",
+        "Test accuracy against p",
+        "Generalisation gap against p",
+    }
+    assert at.info[0].value == "No finished runs yet."
+
+
+def test_a_link_restores_the_grid_and_edits_go_back_into_the_url(make_manager):
+    make_manager(data_provider=lambda: None)
+    grid = Grid(ps=(0.0, 0.5), seeds=(0, 1), sizes=(100, 300), base=BASE_PRESETS["seed"])
+    at = open_page(SWEEP, grid.to_query())
+    assert at.radio(key="sweep_kind").value == sweep.SIZE_KIND
+    assert at.text_input(key="sweep_sizes").value == "100, 300"
+    assert at.radio(key="sweep_base").value == "seed"
+    assert "0 of 8 cells finished" in progress_text(at)
+    assert set(chart_titles(at)) == {
+        "Test error against training-set size",
+        "Final test loss against training-set size",
+    }
+    at.text_input(key="sweep_seeds").input("0, 1, 2").run()
+    assert not at.exception
+    assert Grid.from_query(dict(at.query_params)) == Grid(
+        ps=(0.0, 0.5), seeds=(0, 1, 2), sizes=(100, 300), base=BASE_PRESETS["seed"]
+    )
+    # A link with extra base fields keeps them (no widget for lr here).
+    custom = Grid(ps=(0.0, 0.3), seeds=(4,), base=BASE_PRESETS["overfit"].replace(lr=0.002))
+    again = open_page(SWEEP, custom.to_query())
+    assert Grid.from_query(dict(again.query_params)) == custom
+    assert "0 of 2 cells finished" in progress_text(again)
+
+
+def test_a_bad_link_gives_a_readable_message(make_manager):
+    make_manager(data_provider=lambda: None)
+    at = open_page(SWEEP, {"p": "0,banana", "seeds": "-1"})
+    message = at.error[0].value
+    assert "can't be used" in message and "'banana' is not a number" in message
+    assert at.text_input(key="sweep_seeds").value == "0, 1, 2"  # the default grid instead
+    at.text_input(key="sweep_ps").input("0, 1.5").run()
+    assert not at.exception
+    assert any("dropout rate must be in [0, 1)" in e.value for e in at.error)
+    assert at.button(key="sweep_run").disabled
+
+
+def test_a_tiny_sweep_runs_cell_by_cell_and_fills_the_charts(tiny_manager):
+    at = open_page(SWEEP)
+    at.radio(key="sweep_base").set_value("tiny").run()
+    at.text_input(key="sweep_ps").input("0, 0.5, 0.9")
+    at.text_input(key="sweep_seeds").input("0, 1").run()
+    assert at.number_input(key="sweep_epochs").value == 3
+    assert "0 of 6 cells finished" in progress_text(at)
+    at.button(key="sweep_run").click().run()
+    assert not at.exception
+    owner = owner_of(at)
+    # Gradual: never more than the session's limit in flight, so nothing is refused.
+    snaps = tiny_manager.snapshot(owner)
+    assert 1 <= len(snaps) <= sweep.IN_FLIGHT
+    assert not at.error
+
+    def finished() -> bool:
+        at.run()  # what the panel's timer does every second
+        assert not at.exception, at.exception
+        active = [s for s in tiny_manager.snapshot(owner) if not s.is_terminal]
+        assert len(active) <= sweep.IN_FLIGHT
+        return "6 of 6 cells finished" in progress_text(at)
+
+    wait_until(finished)
+    at.run()
+    assert not at.error
+    assert {s.status for s in tiny_manager.snapshot(owner)} == {"done"}
+    table = at.dataframe[0].value
+    assert table.shape == (2, 3) and all(str(v).startswith("✓") for v in table.to_numpy().ravel())
+    loss = chart_titles(at)["Test loss against p"]
+    mean = next(t for t in loss["data"] if t["name"] == "final test loss")
+    assert list(mean["x"]) == [0.0, 0.5, 0.9]
+    assert all(e >= 0 for e in mean["error_y"]["array"])
+    seeds = next(t for t in loss["data"] if t["name"] == "final test loss · each seed")
+    assert len(seeds["y"]) == 6
+    assert at.info[0].value.startswith("Lowest final test loss at p = ")
+    (download,) = at.get("download_button")
+    assert download.proto.label == "Download the grid (CSV)"
+
+    # A second visitor asking for the same grid gets every cell from the run store at once.
+    other = open_page(SWEEP, dict(at.query_params))
+    assert "6 of 6 cells finished" in progress_text(other)
+    trained = tiny_manager.stats()["trained"]
+    other.button(key="sweep_run").click().run()
+    assert tiny_manager.stats()["trained"] == trained
+
+
+def test_csv_of_the_grid_has_a_row_per_cell(tiny_manager):
+    grid = Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE_PRESETS["tiny"])
+    cells = grid.cells()
+    text = sweep.grid_csv(cells, {}, {0: "running 1/3"})
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["status"] for r in rows] == ["running 1/3", "pending"]
+
+
+def test_a_student_runs_a_cell_and_it_lands_on_another_students_board(tiny_manager):
+    grid = Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE_PRESETS["tiny"])
+    teacher = open_page(CLASS)
+    assert teacher.title[0].value.startswith("Class")
+    room = Classes(state.store().root / "classes").create(
+        owner_of(teacher), grid, "Which p wins?", p_choices(grid)
+    )
+    first = open_page(CLASS, {"class": room.code})
+    second = open_page(CLASS, {"class": room.code})
+    assert first.title[0].value == f"Class {room.code}"
+    assert "0 of 2 runs finished" in progress_text(second)
+    first.radio(key=f"class_guess_{room.code}").set_value("p = 0.5").run()
+    second.radio(key=f"class_guess_{room.code}").set_value("p = 0").run()
+    second.radio(key=f"class_guess_{room.code}").set_value("p = 0.5").run()  # changes her mind
+    assert Classes(state.store().root / "classes").get(room.code).guess_counts() == {"p = 0.5": 2}
+    first.button(key="class_run").click().run()
+    assert not first.exception
+    assert any("Your cell: p = 0" in s.value for s in first.success)
+
+    def on_board() -> bool:
+        second.run()
+        return "1 of 2 runs finished" in progress_text(second)
+
+    wait_until(on_board)
+    guesses = next(
+        json.loads(c.proto.spec)
+        for c in second.get("plotly_chart")
+        if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("The class's guesses")
+    )
+    assert guesses["data"][0]["y"] == [0, 2]
+    second.button(key="class_run").click().run()  # the next free cell, not the first one
+    assert any("Your cell: p = 0.5" in s.value for s in second.success)
+    presenter = open_page(CLASS, {"class": room.code, "present": "1"})
+    assert not presenter.button  # no controls on the projector
+    assert presenter.title[0].value == f"Class {room.code}"
+
+
+def test_a_wrong_class_code_is_a_message(make_manager):
+    make_manager(data_provider=lambda: None)
+    at = open_page(CLASS, {"class": "NOPE1"})
+    assert "not a class code" in at.error[0].value
+    at = open_page(CLASS, {"class": "AAAAA"})
+    assert "no class AAAAA" in at.error[0].value
