@@ -270,3 +270,16 @@ def test_the_live_panel_keeps_the_lease_of_an_open_page(make_manager, monkeypatc
     assert (owner, "live_panel") in callers
     assert not manager._leases.pending(owner)
     release.set()
+
+
+def test_the_live_panel_polls_fast_while_training_slowly_while_waiting_never_when_idle():
+    from types import SimpleNamespace
+
+    def snap(status):
+        return SimpleNamespace(status=status, is_terminal=status in jobs.TERMINAL)
+
+    assert lab.poll_interval([snap("running"), snap("queued")]) == lab.POLL_SECONDS
+    assert lab.poll_interval([snap("queued"), snap("done")]) == lab.POLL_QUEUED_SECONDS
+    assert lab.poll_interval([snap("done"), snap("cancelled")]) is None
+    assert lab.poll_interval([]) is None
+    assert lab.POLL_SECONDS < lab.POLL_QUEUED_SECONDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -24,7 +26,10 @@ from .plot_view import plot_views
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0  # live-chart refresh while anything is queued or running
+POLL_SECONDS = 1.0  # live-panel refresh while one of the session's runs trains
+# ... and while its runs only wait: in a busy class most sessions wait, and a tick costs the
+# server the same whether or not anything changed.
+POLL_QUEUED_SECONDS = 3.0
 TEST_PRESETS_ENV = "DROPOUT_DEMO_TEST_PRESETS"  # "1": offer the seconds-long "Tiny (test)" preset
 SEED, OVERFIT, TINY, CUSTOM = "Seed recipe", "Overfitting lab", "Tiny (test)", "Custom"
 PRESET_CAPTIONS = {
@@ -234,30 +239,41 @@ def _file_stem(s: JobSnapshot) -> str:
     return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}"
 
 
-WIDTHS = [0.25, 2.1, 1.9, 2.0, 0.9, 0.9, 1.1, 0.8, 1.0]
+WIDTHS = [2.4, 2.2, 2.2, 0.9, 0.7, 0.9]
+
+
+def _run_cell(s: JobSnapshot, colour: str) -> str:
+    swatch = (
+        f'<span style="display:inline-block;width:0.9rem;height:0.9rem;border-radius:3px;'
+        f'background:{colour};vertical-align:-0.1rem;margin-right:0.4rem"></span>'
+    )
+    return f"{swatch}**{html.escape(s.name)}**  \n:gray[{_details(s)}]"
+
+
+def _progress_cell(s: JobSnapshot) -> str:
+    """A bar within the epoch, which epoch, test accuracy and time: one element, not five."""
+    value, text = _progress(s)
+    acc = f"test acc. {s.metrics[-1].test_acc:.1%}" if s.metrics else "test acc. —"
+    elapsed = _elapsed(s.elapsed) if s.started else "—"
+    bar = (
+        '<div style="height:0.35rem;border-radius:0.2rem;background:rgba(128,128,128,0.25)">'
+        f'<div style="height:100%;width:{value:.0%};border-radius:0.2rem;'
+        'background:#4E79A7"></div></div>'
+    )
+    return f'{bar}<span style="font-size:0.85rem">{text} · {acc} · {elapsed}</span>'
 
 
 def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
-    heads = ["", "Run", "Status", "Progress", "Test acc.", "Elapsed"]
-    for col, head in zip(st.columns(WIDTHS), heads, strict=False):
-        col.markdown(f"**{head}**" if head else "")
+    # Every element is a cost on each tick of every session: three text cells and the buttons.
     for s in snaps:
         cols = st.columns(WIDTHS, vertical_alignment="center")
-        cols[0].markdown(
-            f'<span title="{s.name}" style="display:inline-block;width:1rem;height:1rem;'
-            f'border-radius:3px;background:{colours[s.id]}"></span>',
-            unsafe_allow_html=True,
-        )
-        cols[1].markdown(f"{s.name}  \n:gray[{_details(s)}]")
-        cols[2].markdown(_status(s))
-        value, text = _progress(s)
-        cols[3].progress(value, text=text)
-        cols[4].markdown(f"{s.metrics[-1].test_acc:.1%}" if s.metrics else "—")
-        cols[5].markdown(_elapsed(s.elapsed) if s.started else "—")
-        if s.status in TERMINAL:
-            cols[6].button("Remove", key=f"lab_remove_{s.id}", on_click=_remove, args=(s.id, owner))
+        cols[0].markdown(_run_cell(s, colours[s.id]), unsafe_allow_html=True)
+        cols[1].markdown(_status(s))
+        cols[2].markdown(_progress_cell(s), unsafe_allow_html=True)
+        if s.status in TERMINAL or s.detached:
+            cols[3].button("Remove", key=f"lab_remove_{s.id}", on_click=_remove, args=(s.id, owner))
         else:
-            cols[6].button(
+            cols[3].button(
                 "Stop",
                 key=f"lab_stop_{s.id}",
                 on_click=_stop,
@@ -265,7 +281,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
                 disabled=s.stop_requested,
             )
         if s.has_model:
-            cols[8].download_button(
+            cols[5].download_button(
                 "Weights",
                 data=lambda job_id=s.id: _weights(job_id, owner),
                 file_name=f"{_file_stem(s)}.pt",
@@ -275,7 +291,7 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
                 help="PyTorch checkpoint: config + state_dict",
             )
         if s.metrics:
-            cols[7].download_button(
+            cols[4].download_button(
                 "CSV",
                 data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
                 file_name=f"{_file_stem(s)}.csv",
@@ -326,17 +342,46 @@ class _FigureCache:
 _figures = _FigureCache()
 
 
+class _FrozenFigure(go.Figure):
+    """A figure that is never changed once built. ``st.plotly_chart`` calls ``to_dict()`` on
+    every render, a deep copy that was most of a tick's cost; a frozen figure makes it once."""
+
+    def to_dict(self) -> dict:
+        frozen = self.__dict__.get("_frozen_dict")
+        if frozen is None:
+            frozen = super().to_dict()
+            object.__setattr__(self, "_frozen_dict", frozen)
+        return frozen
+
+
+def _frozen(fig: go.Figure) -> _FrozenFigure:
+    frozen = _FrozenFigure(fig)
+    frozen.to_dict()
+    return frozen
+
+
 def _content_key(series: Sequence[charts.Series]) -> tuple:
     return tuple((r.name, r.colour, r.epochs, r.metrics) for r in series)
 
 
-def live_panel(owner: str, polling: bool) -> None:
-    """The runs table, the charts and the reading: re-run alone every tick while polling."""
+def poll_interval(snaps: Sequence[JobSnapshot]) -> float | None:
+    """How often the live panel refreshes: fast while a run trains, slowly while runs only
+    wait, never when nothing is active."""
+    if any(s.status == "running" for s in snaps):
+        return POLL_SECONDS
+    if any(not s.is_terminal for s in snaps):
+        return POLL_QUEUED_SECONDS
+    return None
+
+
+def live_panel(owner: str, interval: float | None) -> None:
+    """The runs table, the charts and the reading: re-run alone every ``interval`` seconds."""
     started = time.perf_counter()
     state.touch(owner)  # an open page keeps its lease
     snaps = state.manager().snapshot(owner)
-    if polling and all(s.is_terminal for s in snaps):
-        # Everything finished since the page was drawn: redraw the page once, without polling.
+    if interval is not None and poll_interval(snaps) != interval:
+        # A run started or everything finished since the page was drawn: redraw the page once
+        # with the new refresh rate (or none).
         st.rerun(scope="app")
 
     notice = st.session_state.pop(_NOTICE_KEY, None)
@@ -357,7 +402,7 @@ def live_panel(owner: str, polling: bool) -> None:
     def chart(build, key: str) -> None:
         view = views.get(key)
         cache_key = (key, content, json.dumps(view, sort_keys=True) if view else "")
-        fig = _figures.get(cache_key, lambda: charts.apply_view(build(series), view))
+        fig = _figures.get(cache_key, lambda: _frozen(charts.apply_view(build(series), view)))
         st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
     st.subheader("Loss per epoch")
@@ -429,8 +474,8 @@ def lab_view() -> None:
         else:
             st.info("Both runs of this comparison are already in your table.")
 
-    # Decide once per page run whether the live panel polls; it stops when nothing is active.
-    polling = any(not s.is_terminal for s in manager.snapshot(owner))
-    st.fragment(run_every=POLL_SECONDS if polling else None)(live_panel)(owner, polling)
+    # Decide once per page run how often the live panel polls; never when nothing is active.
+    interval = poll_interval(manager.snapshot(owner))
+    st.fragment(run_every=interval)(live_panel)(owner, interval)
 
     _learn_links()
