@@ -283,3 +283,9 @@ def test_the_live_panel_polls_fast_while_training_slowly_while_waiting_never_whe
     assert lab.poll_interval([snap("done"), snap("cancelled")]) is None
     assert lab.poll_interval([]) is None
     assert lab.POLL_SECONDS < lab.POLL_QUEUED_SECONDS
+    # A class shares the server's tick budget: more polling sessions, slower refresh for all.
+    budget = lab.tick_budget()
+    running = [snap("running")]
+    assert lab.poll_interval(running, pollers=1) == lab.POLL_SECONDS
+    assert lab.poll_interval(running, pollers=int(3 * budget)) == 3.0
+    assert lab.poll_interval([snap("queued")], pollers=int(3 * budget)) == 6.0

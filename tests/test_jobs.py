@@ -425,12 +425,14 @@ def test_admission_checks_are_pure_functions():
         jobs_module.admission.check_config(TINY.replace(batch_size=2_048), limits, 0)
     with pytest.raises(JobError, match="epochs is too many"):
         jobs_module.admission.check_config(TINY.replace(epochs=201), limits, 0)
-    # One training image for 150 epochs trains almost nothing but evaluates 1.5 M images.
-    tiny_train = TrainConfig(train_size=1, epochs=150)
+    # Evaluation counts: a run that trains little but evaluates much is refused all the same.
+    small = TrainConfig(train_size=1, epochs=100)
+    jobs_module.admission.check_config(small, limits, evaluated_images=100)
     with pytest.raises(JobError, match="image passes"):
-        jobs_module.admission.check_config(
-            tiny_train, limits, training.evaluated_images(tiny_train)
-        )
+        jobs_module.admission.check_config(small, limits, evaluated_images=limits.max_work)
+    big = TrainConfig(train_size=60_000, epochs=20)
+    with pytest.raises(JobError, match="image passes"):
+        jobs_module.admission.check_config(big, limits, training.evaluated_images(big))
     assert jobs_module.admission.image_passes(TINY, 200) == 2 * 256 + 200
     jobs_module.admission.check_capacity(3, 63, 239, limits)
     for args, match in (

@@ -260,6 +260,11 @@ class JobManager:
                 "owners": len(self._registry.owners()),
             }
 
+    def active_owners(self) -> int:
+        """Owners with a row that is still queued or running (each polls a live panel)."""
+        with self._lock:
+            return self._registry.active_owners()
+
     # ---------------------------------------------------------------- changing
     def cancel(self, job_id: str, owner: str) -> None:
         """Stop this session's run: it detaches; the computation stops once nobody watches it

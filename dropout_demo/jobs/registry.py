@@ -243,6 +243,12 @@ class Registry:
         for att in finished[: max(0, len(finished) - self.keep_finished)]:
             self.drop(att)
 
+    def active_owners(self) -> int:
+        return sum(
+            any(a.frozen is None and a.run.computing for a in rows.values())
+            for rows in self._by_owner.values()
+        )
+
     def active_counts(self, owner: str, client: str | None) -> tuple[int, int]:
         """Runs needing compute that ``owner`` / ``client`` made, still queued or running."""
         by_owner = by_client = 0

@@ -6,6 +6,7 @@ import html
 import io
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -30,6 +31,11 @@ POLL_SECONDS = 1.0  # live-panel refresh while one of the session's runs trains
 # ... and while its runs only wait: in a busy class most sessions wait, and a tick costs the
 # server the same whether or not anything changed.
 POLL_QUEUED_SECONDS = 3.0
+# Live-panel refreshes per second the whole server affords: every tick is a script run that
+# holds the GIL for some milliseconds, so a class shares this budget (30 polling sessions
+# refresh every 2.5 s) instead of starving the training threads.
+TICK_BUDGET_ENV = "DROPOUT_DEMO_TICKS_PER_SECOND"
+DEFAULT_TICK_BUDGET = 12.0
 TEST_PRESETS_ENV = "DROPOUT_DEMO_TEST_PRESETS"  # "1": offer the seconds-long "Tiny (test)" preset
 SEED, OVERFIT, TINY, CUSTOM = "Seed recipe", "Overfitting lab", "Tiny (test)", "Custom"
 PRESET_CAPTIONS = {
@@ -364,25 +370,40 @@ def _content_key(series: Sequence[charts.Series]) -> tuple:
     return tuple((r.name, r.colour, r.epochs, r.metrics) for r in series)
 
 
-def poll_interval(snaps: Sequence[JobSnapshot]) -> float | None:
+def tick_budget() -> float:
+    try:
+        return max(1.0, float(os.environ.get(TICK_BUDGET_ENV, DEFAULT_TICK_BUDGET)))
+    except ValueError:
+        return DEFAULT_TICK_BUDGET
+
+
+def poll_interval(snaps: Sequence[JobSnapshot], pollers: int = 1) -> float | None:
     """How often the live panel refreshes: fast while a run trains, slowly while runs only
-    wait, never when nothing is active."""
+    wait, never when nothing is active; slower for everyone when ``pollers`` sessions share
+    the server's tick budget. Rounded to half seconds so it rarely changes between ticks."""
+    share = math.ceil(2 * pollers / tick_budget()) / 2
     if any(s.status == "running" for s in snaps):
-        return POLL_SECONDS
+        return max(POLL_SECONDS, share)
     if any(not s.is_terminal for s in snaps):
-        return POLL_QUEUED_SECONDS
+        return max(POLL_QUEUED_SECONDS, 2 * share)
     return None
 
 
-def live_panel(owner: str, interval: float | None) -> None:
-    """The runs table, the charts and the reading: re-run alone every ``interval`` seconds."""
+def _poll_interval(snaps: Sequence[JobSnapshot]) -> float | None:
+    return poll_interval(snaps, state.manager().active_owners())
+
+
+def live_panel(owner: str, interval: float | None, waiting: bool = False) -> None:
+    """The runs table, the charts and the reading: re-run alone every ``interval`` seconds
+    (``waiting``: the slow rate of a session whose runs only wait in the queue)."""
     started = time.perf_counter()
     state.touch(owner)  # an open page keeps its lease
     snaps = state.manager().snapshot(owner)
-    if interval is not None and poll_interval(snaps) != interval:
-        # A run started or everything finished since the page was drawn: redraw the page once
-        # with the new refresh rate (or none).
+    if interval is not None and _poll_interval(snaps) is None:
+        # Everything finished since the page was drawn: redraw the page once, without polling.
         st.rerun(scope="app")
+    if waiting and any(s.status == "running" for s in snaps):
+        st.rerun(scope="app")  # a run started: redraw the page once to refresh faster
 
     notice = st.session_state.pop(_NOTICE_KEY, None)
     if notice:
@@ -475,7 +496,9 @@ def lab_view() -> None:
             st.info("Both runs of this comparison are already in your table.")
 
     # Decide once per page run how often the live panel polls; never when nothing is active.
-    interval = poll_interval(manager.snapshot(owner))
-    st.fragment(run_every=interval)(live_panel)(owner, interval)
+    snaps = manager.snapshot(owner)
+    interval = _poll_interval(snaps)
+    waiting = interval is not None and not any(s.status == "running" for s in snaps)
+    st.fragment(run_every=interval)(live_panel)(owner, interval, waiting)
 
     _learn_links()
