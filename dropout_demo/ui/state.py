@@ -20,6 +20,7 @@ from ..runs import RunStore
 
 _OWNER_KEY = "dropout_lab_owner"
 _COOKIE_SET_KEY = "dropout_lab_cookie_set"
+_LEASED_KEY = "dropout_lab_leased"
 COOKIE = "dropout_lab_id"
 COOKIE_DAYS = 30
 TRUST_PROXY_ENV = "DROPOUT_DEMO_TRUST_PROXY"  # "1": take the client address from X-Forwarded-For
@@ -92,7 +93,9 @@ def session_id() -> str:
 def touch(owner: str) -> None:
     """This session is alive (the live panel calls it every tick): keep the owner's lease."""
     session = _streamlit_session()
-    _session_lease(owner, session)
+    if st.session_state.get(_LEASED_KEY) != (owner, session):
+        _session_lease(owner, session)  # once per session: its release comes when it closes
+        st.session_state[_LEASED_KEY] = (owner, session)
     manager().touch(owner, session)
 
 
