@@ -177,7 +177,12 @@ def size_figure(
         colour = PALETTE[(0, 2, 4, 1, 3, 5, 6, 7, 8, 9)[i % 10]]
         traces += _curve_traces(mine, results, metric, label, colour, lambda size, p: size, fmt)
     sizes = sorted({c.train_size for c in cells}) or [1]
-    x = {"title": {"text": "training images"}, "type": "log", "tickvals": sizes}
+    x = {
+        "title": {"text": "training images"},
+        "type": "log",
+        "tickvals": sizes,
+        "ticktext": [f"{s:,}" for s in sizes],
+    }
     y = {"title": {"text": y_title}}
     if percent:
         y["tickformat"] = ".1%"

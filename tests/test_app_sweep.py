@@ -21,6 +21,14 @@ from dropout_demo.ui import state, sweep
 
 SWEEP = "from dropout_demo.ui.sweep import sweep_view\nsweep_view()\n"
 CLASS = "from dropout_demo.ui.classroom import class_view\nclass_view()\n"
+TWO_PAGES = """
+import streamlit as st
+from dropout_demo.ui.sweep import sweep_view
+if st.session_state.get("elsewhere"):
+    st.write("another page")
+else:
+    sweep_view()
+"""
 TIMEOUT = 120
 
 
@@ -205,6 +213,12 @@ def test_a_student_runs_a_cell_and_it_lands_on_another_students_board(tiny_manag
     second.radio(key=f"class_guess_{room.code}").set_value("p = 0").run()
     second.radio(key=f"class_guess_{room.code}").set_value("p = 0.5").run()  # changes her mind
     assert Classes(state.store().root / "classes").get(room.code).guess_counts() == {"p = 0.5": 2}
+    # A reload (a new session of the same visitor) shows her guess.
+    again = AppTest.from_string(CLASS, default_timeout=TIMEOUT)
+    again.session_state["dropout_lab_owner"] = owner_of(first)
+    again.query_params["class"] = room.code
+    again.run()
+    assert again.radio(key=f"class_guess_{room.code}").value == "p = 0.5"
     first.button(key="class_run").click().run()
     assert not first.exception
     assert any("Your cell: p = 0" in s.value for s in first.success)
@@ -233,3 +247,21 @@ def test_a_wrong_class_code_is_a_message(make_manager):
     assert "not a class code" in at.error[0].value
     at = open_page(CLASS, {"class": "AAAAA"})
     assert "no class AAAAA" in at.error[0].value
+
+
+def test_coming_back_to_the_page_without_a_link_keeps_the_sessions_grid(make_manager):
+    make_manager(data_provider=lambda: None)
+    at = open_page(TWO_PAGES)
+    at.text_input(key="sweep_ps").input("0, 0.25").run()
+    grid = Grid.from_query(dict(at.query_params))
+    assert grid.ps == (0.0, 0.25)
+    # Another page: Streamlit forgets the Sweep widgets; the navigation's way back has no query.
+    at.session_state["elsewhere"] = True
+    at.run()
+    assert not at.text_input
+    at.query_params.clear()
+    at.session_state["elsewhere"] = False
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="sweep_ps").value == "0, 0.25"
+    assert Grid.from_query(dict(at.query_params)) == grid

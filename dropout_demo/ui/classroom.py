@@ -10,6 +10,7 @@ them, and a server restart loses nothing.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,7 @@ def join_url(code: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{prefix}/{CLASS_PATH}?class={code}"
 
 
+@functools.lru_cache(maxsize=64)
 def qr_png(text: str, scale: int = 8) -> bytes:
     import segno
 
@@ -276,15 +278,12 @@ def _guess_panel(room: ClassRoom, owner: str) -> None:
     if not room.question:
         return
     mine = room.guesses.get(owner)
-    key = f"class_guess_{room.code}"
-    if mine is not None and key not in st.session_state:
-        st.session_state[key] = mine
     st.radio(
         f"**{room.question}**",
         room.choices,
-        index=None,
+        index=room.choices.index(mine) if mine in room.choices else None,
         horizontal=True,
-        key=key,
+        key=f"class_guess_{room.code}",
         on_change=_save_guess,
         args=(room.code, owner),
     )

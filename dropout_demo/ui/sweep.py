@@ -50,6 +50,7 @@ GRID_KEYS = ("preset", "sizes", "p", "seeds", *("epochs", "lr", "batch_size", "t
 GRID_KEYS += ("eval_size", "precision")
 _PLAN = "sweep_plan"  # {"grid": Grid, "pending": [cell indices], "errors": {index: text}}
 _LOADED = "sweep_loaded_query"  # the URL grid the widgets were last filled from
+_LAST = "sweep_last_grid"  # the grid this session last showed (not a widget: survives pages)
 
 
 def _nums(values: Sequence[float]) -> str:
@@ -194,6 +195,9 @@ def grid_picker() -> tuple[Grid | None, str | None]:
         grid, problem = _url_grid()
         if problem:
             st.error(problem)
+        if grid is None and not current:
+            # Back from another page (its link carries no grid): the grid this session had.
+            grid = st.session_state.get(_LAST)
         if grid is None:
             _fill_widgets(GRID_PRESETS["p-curve"], "overfit")
         else:
@@ -254,6 +258,7 @@ def _sync_url(grid: Grid) -> None:
             del st.query_params[k]
         st.query_params.update(wanted)
     st.session_state[_LOADED] = wanted
+    st.session_state[_LAST] = grid
 
 
 # ---------------------------------------------------------------------------- running
