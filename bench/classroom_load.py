@@ -27,9 +27,11 @@ Per student, from the click: the first row of its runs table, the first point of
 refusals (``st.error`` text about a full queue / too many runs / refused) and other errors
 (exception elements, other ``st.error``). Overall: fragment tick latency (auto-rerun request ->
 that run's ``script_finished``, see st_client), server CPU and RSS (``/proc``, every second,
-the server and its child processes), thread count idle before anyone connects / at peak /
-after everyone left and the server settled (at most ``--settle`` s), runs actually trained, and
-the wall time from the first connection to the last student leaving.
+the server and its child processes), how long ``/_stcore/health`` takes to answer (polled
+every second: the server's event loop, which also reads and writes every websocket), thread
+count idle before anyone connects / at peak / after everyone left and the server settled (at
+most ``--settle`` s), runs actually trained, and the wall time from the first connection to
+the last student leaving.
 
 Runs trained: the server's ``dropout_demo`` loggers are sent to its stderr at INFO by a
 ``sitecustomize.py`` on its PYTHONPATH; lines ``run started: key=...`` (logger
@@ -206,6 +208,36 @@ class ProcSampler:
         """Samples between two time.monotonic() instants."""
         a, b = start - self.started, end - self.started
         return [s for s in self.samples if a <= s.t <= b]
+
+
+class HealthProbe:
+    """GET /_stcore/health every second: how long the server's event loop takes to answer
+    (the same loop reads every browser's requests and writes every reply)."""
+
+    def __init__(self, url: str, every: float = 1.0) -> None:
+        self.url, self.every = f"{url}/_stcore/health", every
+        self.latencies: list[tuple[float, float]] = []  # (time.monotonic(), seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url, timeout=60) as r:
+                r.read()
+                self.latencies.append((start, time.monotonic() - start))
+            self._stop.wait(max(0.0, self.every - (time.monotonic() - start)))
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+
+    def window(self, start: float, end: float) -> list[float]:
+        return [lat for t, lat in self.latencies if start <= t <= end]
 
 
 @dataclass
@@ -393,6 +425,8 @@ class Student:
     ticks_unanswered: int = 0
     orphan_runs: int = 0
     ref_hits: int = 0
+    run_outcomes: dict[str, int] = field(default_factory=dict)  # script_finished statuses
+    run_log: list[tuple] = field(default_factory=list)  # (s since click, event, ...), --json
 
 
 async def student_session(
@@ -451,6 +485,12 @@ async def student_session(
         s.ticks_unanswered = sum(t.latency is None for t in client.ticks)
         s.orphan_runs = client.stats.orphan_runs
         s.ref_hits = client.stats.ref_hits
+        s.run_outcomes = dict(client.stats.statuses)
+        clicked = state["clicked"] or 0.0
+        s.run_log = [
+            (round(t - clicked, 3), ev, rid[:8], len(frags), status)
+            for t, ev, rid, frags, status in client.run_log
+        ]
     return s
 
 
@@ -470,6 +510,7 @@ class Phase:
     runs_trained: int | None = None
     runs_signal: str = ""
     panel_ms: list[float] = field(default_factory=list)
+    health_ms: list[float] = field(default_factory=list)
     client_cpu_pct: float = 0.0
     log_tail: str = ""
 
@@ -498,7 +539,11 @@ async def settle_threads(sampler: ProcSampler, target: int, limit: float) -> flo
 
 async def run_phase(label: str, ps: list[float], args, work: Path) -> Phase:
     extra = list(args.extra_flag or [])
-    with app_server(args.app_dir, work, extra) as server, ProcSampler(server.pid) as sampler:
+    with (
+        app_server(args.app_dir, work, extra) as server,
+        ProcSampler(server.pid) as sampler,
+        HealthProbe(server.url) as probe,
+    ):
         await asyncio.sleep(2.0)  # the idle server, before anyone connects
         idle = sampler.read()[2]
         students = [Student(i, p) for i, p in enumerate(ps)]
@@ -532,6 +577,7 @@ async def run_phase(label: str, ps: list[float], args, work: Path) -> Phase:
             runs_trained=trained,
             runs_signal=signal,
             panel_ms=panel_ms(log_text, unix0, unix1),
+            health_ms=[lat * 1e3 for lat in probe.window(t0, t1)],
             client_cpu_pct=100.0 * (cpu1 - cpu0) / max(t1 - t0, 1e-6),
             log_tail=log_text[-4000:],
         )
@@ -586,6 +632,11 @@ def phase_column(ph: Phase) -> dict[str, str]:
         "server time per live-panel run, ms (app log)": med_p90(ph.panel_ms)
         if ph.panel_ms
         else "—",
+        "server /_stcore/health, ms (median / p90 / max)": (
+            f"{med_p90(ph.health_ms, fmt='{:.0f}')} / {max(ph.health_ms):.0f}"
+            if ph.health_ms
+            else "—"
+        ),
         "server CPU %, mean / max (100 = 1 core)": (
             f"{statistics.fmean(cpu):.0f} / {max(cpu):.0f}" if cpu else "—"
         ),

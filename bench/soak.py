@@ -20,8 +20,13 @@ queued or running, every page polls, and the work per tick stays the same from s
 data. Without the Custom preset's seed field, it falls back to the Overfitting lab preset and
 says so.
 
+Runs beyond the app's running cap wait in its queue; their pages poll all the same. A run
+stopped while still queued never trains, so "runs trained" (from the server log, as in
+classroom_load) is below the number of Start clicks. At the end each session stops and
+removes its current run, then closes its page.
+
 Printed: RSS, threads, server CPU, fragment tick latency (request -> that run's
-``script_finished``) and runs started at 1, 2, 5, 10, ... minutes and at the end; then
+``script_finished``) and runs trained at 1, 2, 5, 10, ... minutes and at the end; then
 everyone leaves, and after the server settles (threads back to the idle count, at most
 ``--settle`` s: a left session's runs are stopped after the app's grace period) the RSS and
 thread count again. The line to read: RSS at the end vs at 5 minutes.
@@ -171,7 +176,7 @@ class Mark:
     threads: int
     cpu_mean: float
     ticks: list[float]
-    runs_started: int
+    runs_trained: int
     sessions_polling: int
 
 
@@ -195,7 +200,7 @@ async def soak(args, work: Path) -> None:
         last = t0
         print(
             f"{'min':>5} {'RSS MB':>8} {'threads':>8} {'CPU %':>6} "
-            f"{'tick ms med / p90':>18} {'ticks':>6} {'runs':>5} {'polling':>8}",
+            f"{'tick ms med / p90':>18} {'ticks':>6} {'trained':>7} {'polling':>8}",
             flush=True,
         )
         for minute in minutes:
@@ -225,7 +230,7 @@ async def soak(args, work: Path) -> None:
             last = now
             print(
                 f"{minute:5g} {rss:8.0f} {threads:8d} {mark.cpu_mean:6.0f} "
-                f"{med_p90(ticks, fmt='{:.0f}'):>18} {len(ticks):6d} {mark.runs_started:5d} "
+                f"{med_p90(ticks, fmt='{:.0f}'):>18} {len(ticks):6d} {mark.runs_trained:7d} "
                 f"{polling:5d}/{len(logs)}",
                 flush=True,
             )
@@ -250,7 +255,7 @@ async def soak(args, work: Path) -> None:
         f"({(end.rss_mb / ref.rss_mb - 1) * 100:+.1f}%)"
     )
     print(
-        f"runs started by sessions {sum(log.runs_started for log in logs)}, done "
+        f"Start clicks {sum(log.runs_started for log in logs)}, runs done "
         f"{sum(log.runs_done for log in logs)}, stopped {sum(log.runs_stopped for log in logs)}; "
         f"runs trained {trained} ({signal}); preset {logs[0].preset or '?'}"
     )

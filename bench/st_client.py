@@ -43,6 +43,12 @@ whose ``new_session`` was still on its way, claims the request although the run 
 serves it (an underestimate by one run). Such a case leaves that later run claiming nothing;
 ``stats.orphan_runs`` counts fragment runs that served no request, so the race can be seen.
 
+Not emulated: JavaScript (custom components get no state until they set one, as a browser's
+that nobody touched), cookies set by scripts (pass ``cookies=`` to send some with the
+handshake, e.g. to reopen a page as the same visitor; ``query_string`` likewise follows
+``page_info_changed``), reconnection after a dropped socket. ``run_log`` keeps each run's
+start and finish as received, for timelines.
+
 Reusable on its own: nothing here knows about the Dropout Lab.
 """
 
@@ -305,6 +311,7 @@ class StClient:
         path: str = "",
         query_string: str = "",
         name: str = "",
+        cookies: dict[str, str] | None = None,
         open_timeout: float = 30.0,
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)
@@ -314,6 +321,7 @@ class StClient:
         self.path = path.strip("/")
         self.query_string = query_string
         self.name = name
+        self.cookies = dict(cookies or {})  # sent with the websocket handshake, as a browser's
         self.open_timeout = open_timeout
         self.page = Page()
         self.widget_states: dict[str, WidgetState] = {}
@@ -327,6 +335,8 @@ class StClient:
         self.closed = False
         self.close_reason = ""
         self.last_finish: tuple[str, int] | None = None  # (run id, status) of the last run
+        # (time.monotonic(), "start"|"finish", run id, fragment ids, status name or "")
+        self.run_log: list[tuple[float, str, str, tuple[str, ...], str]] = []
         self._ws: Any = None
         self._reader: asyncio.Task | None = None
         self._timers: dict[str, tuple[float, asyncio.Task]] = {}
@@ -349,8 +359,10 @@ class StClient:
         """Check the server like the browser, open the websocket, request the first run."""
         await asyncio.to_thread(self._http_checks)
         ws_url = self.base_url.replace("http", "ws", 1) + "/" + STREAM_PATH
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         self._ws = await websockets.connect(
             ws_url,
+            additional_headers={"Cookie": cookie} if cookie else None,
             subprotocols=["streamlit", "PLACEHOLDER_AUTH_TOKEN"],
             origin=self.base_url,
             ping_interval=None,  # browsers do not ping; the server's pings get pongs anyway
@@ -639,6 +651,7 @@ class StClient:
             self.page_script_hash = new.page_script_hash
         run = msg.metadata.run
         self._run = _Run(run.script_run_id, tuple(run.fragment_ids), now)
+        self.run_log.append((now, "start", run.script_run_id, tuple(run.fragment_ids), ""))
         if not run.fragment_ids:  # a full-app run: the frontend drops every auto-rerun timer
             for fid in list(self._timers):
                 self._stop_timer(fid)
@@ -653,6 +666,7 @@ class StClient:
         if not fragment_ids and status != FINISHED.FINISHED_EARLY_FOR_RERUN:
             self.stats.full_runs_finished += 1
         name = FINISHED.Name(status)
+        self.run_log.append((now, "finish", run_id, fragment_ids, name))
         self.stats.statuses[name] = self.stats.statuses.get(name, 0) + 1
         if status in _CLEARS_STALE:
             self.page.clear_stale(run_id, fragment_ids)
