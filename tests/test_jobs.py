@@ -507,6 +507,21 @@ def test_release_of_an_owner_without_runs_starts_no_thread(make_manager):
     assert "dropout-release-reaper" not in {t.name for t in threading.enumerate()} - before
 
 
+def test_owners_with_only_finished_rows_are_forgotten_without_a_thread(
+    make_manager, finished, clock
+):
+    m = make_manager(release_grace=10.0)
+    job = m.submit(cfg(36), "a")
+    finished.wait(cfg(36))
+    m.release("a", "s")
+    reapers = [t for t in threading.enumerate() if t.name == "dropout-release-reaper"]
+    assert reapers == []  # nothing computing: no thread waits for this owner
+    clock.now += 11
+    m.submit(cfg(37), "b")  # any later activity forgets the gone owner
+    with pytest.raises(JobError):
+        m.get(job, "a")
+
+
 def test_the_reaper_thread_expires_owners_by_itself(make_manager, fake):
     m = make_manager(release_grace=0.0, clock=manager_module.time.monotonic)
     fake.gate(35)

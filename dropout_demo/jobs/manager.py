@@ -136,6 +136,7 @@ class JobManager:
         with self._lock:
             self._check_open_locked()
             self._touch_locked(owner, None)
+            self._reap_locked()
             att = self._attach_existing_locked(key, owner, tags, name)
             if att is not None:
                 return att.id
@@ -312,8 +313,11 @@ class JobManager:
                 self._leases.forget(owner)
                 return
             self._leases.close(owner, session)
-            if self._leases.pending(owner) and self._reaper is None:
-                # One reaper for all released owners; it exits once no grace is pending.
+            self._reap_locked()  # owners whose grace ran out meanwhile, computing or not
+            if self._leases.pending(owner) and self._reaper is None and self._computing(owner):
+                # One reaper thread while some released owner's runs still use the CPU: they
+                # must stop on time. Owners with only finished rows are forgotten lazily, on
+                # later activity, so an idle server keeps no extra thread.
                 self._reaper = threading.Thread(
                     target=self._reap_loop, name="dropout-release-reaper", daemon=True
                 )
@@ -323,10 +327,16 @@ class JobManager:
     def reap(self, now: float | None = None) -> list[str]:
         """Expire the owners whose grace has run out (the reaper calls this; tests may too)."""
         with self._lock:
-            gone = self._leases.due(now)
-            for owner in gone:
-                self._expire_locked(owner)
-            return gone
+            return self._reap_locked(now)
+
+    def _reap_locked(self, now: float | None = None) -> list[str]:
+        gone = self._leases.due(now)
+        for owner in gone:
+            self._expire_locked(owner)
+        return gone
+
+    def _computing(self, owner: str) -> bool:
+        return any(a.frozen is None and a.run.computing for a in self._registry.attachments(owner))
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Cancel everything and wait for every worker. Idempotent."""
@@ -401,9 +411,11 @@ class JobManager:
     def _reap_loop(self) -> None:
         with self._lock:
             while not self._closed:
-                self.reap()
+                self._reap_locked()
                 due = self._leases.next_deadline()
-                if due is None:
+                if due is None or not any(
+                    self._leases.pending(o) and self._computing(o) for o in self._registry.owners()
+                ):
                     break
                 self._wake.wait(max(0.0, due - self._leases.clock()))
             self._reaper = None
