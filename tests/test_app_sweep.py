@@ -265,3 +265,46 @@ def test_coming_back_to_the_page_without_a_link_keeps_the_sessions_grid(make_man
     assert not at.exception
     assert at.text_input(key="sweep_ps").value == "0, 0.25"
     assert Grid.from_query(dict(at.query_params)) == grid
+
+
+def test_a_teacher_starts_a_class_on_the_page_and_a_student_joins_with_the_code(
+    make_manager, monkeypatch
+):
+    make_manager(data_provider=lambda: None)
+    monkeypatch.setenv(sweep.TEST_PRESETS_ENV, "1")
+    teacher = open_page(CLASS)
+    teacher.radio(key="class_new_base").set_value("tiny").run()
+    teacher.button(key="class_create").click().run()
+    assert not teacher.exception
+    code = teacher.query_params["class"]
+    code = code[-1] if isinstance(code, list) else code
+    shelf = Classes(state.store().root / "classes")
+    room = shelf.get(code)
+    assert room.teacher == owner_of(teacher)
+    preset = GRID_PRESETS["p-curve"]
+    assert room.grid == Grid(ps=preset.ps, seeds=preset.seeds, base=BASE_PRESETS["tiny"])
+    assert room.question == "Which p will give the lowest test loss?"
+    assert room.choices == p_choices(room.grid)
+    assert teacher.title[0].value == f"Class {code}"
+    assert any(f"class?class={code}" in m.value for m in teacher.markdown)
+    assert teacher.get("image")  # the QR code
+
+    teacher.text_input(key="class_edit_question").input("From which p does training underfit?")
+    teacher.text_input(key="class_edit_choices").input("p = 0.5, p = 0.7, p = 0.9").run()
+    teacher.button(key="class_set_question").click().run()
+    room = shelf.get(code)
+    assert room.question == "From which p does training underfit?"
+    assert room.choices == ("p = 0.5", "p = 0.7", "p = 0.9")
+    teacher.selectbox(key="class_edit_grid").set_value("data-size").run()
+    teacher.button(key="class_set_grid").click().run()
+    assert not teacher.exception
+    assert shelf.get(code).grid.sizes == GRID_PRESETS["data-size"].sizes
+
+    student = open_page(CLASS)
+    student.text_input(key="class_join_code").input(f" {code.lower()} ")
+    student.button(key="class_join").click().run()
+    assert not student.exception
+    assert student.title[0].value == f"Class {code}"
+    assert student.radio(key=f"class_guess_{code}").options == ["p = 0.5", "p = 0.7", "p = 0.9"]
+    student_keys = {w.key for w in student.text_input}
+    assert "class_edit_question" not in student_keys  # teacher tools for the teacher only
