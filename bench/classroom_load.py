@@ -77,7 +77,9 @@ BUTTONS = {"compare": "lab_compare", "start": "lab_start"}
 RUNS_PER_CLICK = {"compare": 2, "start": 1}
 STATUS = re.compile(r"^(queued|running|done|stopped|stopping|failed|diverged)\b")
 TERMINAL = ("done", "stopped", "failed", "diverged")
-REFUSAL = re.compile(r"queue is full|too many|refus|already have \d+ runs|no new runs", re.I)
+REFUSAL = re.compile(
+    r"queue is full|too many|too large|refus|already ha(ve|s) \d+ runs|no new runs", re.I
+)
 RUN_STARTED = re.compile(r"run started: key=(\w+)")
 FIT_STARTED = re.compile(r"^BENCH [\d.]+ dropout_demo\.bench: fit started", re.M)
 PANEL_TICK = re.compile(r"^BENCH ([\d.]+) \S+: lab live panel: (\d+) runs, ([\d.]+) ms", re.M)
@@ -426,6 +428,8 @@ class Student:
     orphan_runs: int = 0
     ref_hits: int = 0
     run_outcomes: dict[str, int] = field(default_factory=dict)  # script_finished statuses
+    messages: int = 0  # ForwardMsgs received
+    bytes: int = 0
     run_log: list[tuple] = field(default_factory=list)  # (s since click, event, ...), --json
 
 
@@ -486,6 +490,7 @@ async def student_session(
         s.orphan_runs = client.stats.orphan_runs
         s.ref_hits = client.stats.ref_hits
         s.run_outcomes = dict(client.stats.statuses)
+        s.messages, s.bytes = client.stats.messages, client.stats.bytes
         clicked = state["clicked"] or 0.0
         s.run_log = [
             (round(t - clicked, 3), ev, rid[:8], len(frags), status)
