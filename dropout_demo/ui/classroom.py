@@ -25,14 +25,20 @@ from ..classes import (
     Classes,
     ClassRoom,
     cell_key,
-    cell_results,
     normal_code,
     p_choices,
 )
 from ..jobs import JobError, JobSnapshot
 from ..sweeps import BASE_PRESETS, GRID_PRESETS, Cell, CellResult, Grid, aggregate, reading
 from . import state
-from .sweep import BASE_CAPTIONS, BASE_LABELS, TEST_PRESETS_ENV, cell_table, grid_charts
+from .sweep import (
+    BASE_CAPTIONS,
+    BASE_LABELS,
+    TEST_PRESETS_ENV,
+    cell_table,
+    grid_charts,
+    results_of,
+)
 
 POLL_SECONDS = 2.0
 CLASS_PATH = "class"  # the board's url path (see app.PAGES)
@@ -114,7 +120,7 @@ def board_state(
     cells = room.cells()
     keys = {cell_key(c): c.index for c in cells}
     mine = {keys[s.key]: s for s in snaps if s.key in keys}
-    results = cell_results(cells, state.store(), list(mine.values()))
+    results = results_of(cells, list(mine.values()))
     statuses = {}
     for c in cells:
         s = mine.get(c.index)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,6 +65,46 @@ def _ints(values: Sequence[int]) -> str:
 
 
 # ---------------------------------------------------------------------------- shared pieces
+class _StoreResults:
+    """The run store's results of a grid's cells, looked up once per change of the store's
+    directory for every session showing that grid: a class board's cost per tick does not grow
+    with the number of students watching it. (A save or delete replaces files in the
+    directory, which changes its modification time.)"""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, dict[int, CellResult]] = OrderedDict()
+
+    def get(self, cells: Sequence[Cell]) -> dict[int, CellResult]:
+        store = state.store()
+        try:
+            stamp = os.stat(store.root).st_mtime_ns
+        except OSError:
+            return {}
+        # The time bucket bounds staleness where directory times are coarse (whole seconds).
+        key = (str(store.root), stamp, int(time.time() // 5), tuple(cells))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        results = cell_results(cells, store)  # outside the lock: a directory scan
+        with self._lock:
+            self._items[key] = results
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return results
+
+
+_store_results = _StoreResults()
+
+
+def results_of(cells: Sequence[Cell], live: Sequence[JobSnapshot]) -> dict[int, CellResult]:
+    """Finished cells: this session's finished rows (at once, even before they are saved), then
+    the run store's (whoever trained them)."""
+    return {**_store_results.get(cells), **cell_results(cells, None, live)}
+
+
 def status_of(cell: Cell, snap: JobSnapshot | None, result: CellResult | None) -> str:
     """A short status: done (cached) / running k/N / queued #n / failed / stopped / ..."""
     if result is not None:
@@ -308,7 +351,7 @@ def sweep_panel(owner: str, grid: Grid, polling: bool) -> None:
     for s in snaps:  # the newest row per cell
         if s.key in keys:
             by_index[keys[s.key]] = s
-    results = cell_results(cells, state.store(), [s for s in snaps if s.key in keys])
+    results = results_of(cells, [s for s in snaps if s.key in keys])
     pending = set(plan["pending"]) if plan is not None and plan["grid"] == grid else set()
     statuses = {
         c.index: status_of(c, by_index.get(c.index), results.get(c.index))
@@ -373,7 +416,7 @@ def sweep_view() -> None:
     _sync_url(grid)
     cells = grid.cells()
     if run:
-        results = cell_results(cells, state.store(), state.manager().snapshot(owner))
+        results = results_of(cells, state.manager().snapshot(owner))
         todo = [c.index for c in cells if c.index not in results]
         st.session_state[_PLAN] = {"grid": grid, "pending": todo, "errors": {}}
     elif stop:
