@@ -308,3 +308,14 @@ def test_a_teacher_starts_a_class_on_the_page_and_a_student_joins_with_the_code(
     assert student.radio(key=f"class_guess_{code}").options == ["p = 0.5", "p = 0.7", "p = 0.9"]
     student_keys = {w.key for w in student.text_input}
     assert "class_edit_question" not in student_keys  # teacher tools for the teacher only
+
+
+def test_a_grid_too_large_for_the_server_is_refused_before_it_runs(make_manager):
+    manager = make_manager(data_provider=lambda: None)
+    at = open_page(SWEEP)
+    at.radio(key="sweep_base").set_value("seed").run()
+    at.number_input(key="sweep_epochs").set_value(30).run()
+    assert not at.exception
+    assert any("can't run on this server" in e.value and "too large" in e.value for e in at.error)
+    assert at.button(key="sweep_run").disabled
+    assert manager.snapshot(owner_of(at)) == ()

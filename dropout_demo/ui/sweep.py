@@ -24,6 +24,7 @@ from .. import sweep_charts
 from ..classes import cell_key, cell_results
 from ..config import ConfigError
 from ..jobs import JobError, JobSnapshot
+from ..jobs.admission import check_config
 from ..sweeps import (
     BASE_PRESETS,
     GRID_PRESETS,
@@ -35,6 +36,7 @@ from ..sweeps import (
     grid_csv,
     reading,
 )
+from ..training import evaluated_images
 from . import state
 
 POLL_SECONDS = 1.0
@@ -325,6 +327,16 @@ def _submit_next(plan: dict, cells: Sequence[Cell], snaps: Sequence[JobSnapshot]
         in_flight += 1
 
 
+def too_large(grid: Grid) -> str | None:
+    """Why this server would refuse the grid's largest cell, or None."""
+    biggest = max(grid.cells(), key=lambda c: (c.config.work, c.config.eval_size))
+    try:
+        check_config(biggest.config, state.manager().limits, evaluated_images(biggest.config))
+    except JobError as exc:
+        return f"This grid can't run on this server: {exc}"
+    return None
+
+
 def _stop(owner: str, keys: set[str]) -> None:
     manager = state.manager()
     plan = st.session_state.get(_PLAN)
@@ -369,9 +381,10 @@ def sweep_panel(owner: str, grid: Grid, polling: bool) -> None:
     head[0].progress(done / len(cells), text=f"{done} of {len(cells)} cells finished")
     if plan is not None and plan.get("note"):
         st.caption(plan["note"])
-    if plan is not None:
-        for index, error in sorted(plan["errors"].items()):
-            st.error(f"Cell {index} was refused: {error}")
+    if plan is not None and plan["errors"]:
+        (first, error), n = min(plan["errors"].items()), len(plan["errors"])
+        more = f" (and {n - 1} more cell{'s' if n > 2 else ''})" if n > 1 else ""
+        st.error(f"Cell {first}{more} was refused: {error}")
     for i, s in sorted(by_index.items()):
         if s.status in ("failed", "diverged") and i not in results:
             st.error(f"Cell {i} ({s.name}, seed {s.config.seed}) {s.status}: {s.error or ''}")
@@ -404,6 +417,9 @@ def sweep_view() -> None:
 
     with st.container(border=True):
         grid, problem = grid_picker()
+        if grid is not None:
+            problem = too_large(grid)
+            grid = None if problem else grid
         if problem:
             st.error(problem)
         b1, b2, info = st.columns([1, 1, 3.5], vertical_alignment="center")
