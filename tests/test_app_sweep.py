@@ -319,3 +319,19 @@ def test_a_grid_too_large_for_the_server_is_refused_before_it_runs(make_manager)
     assert any("can't run on this server" in e.value and "too large" in e.value for e in at.error)
     assert at.button(key="sweep_run").disabled
     assert manager.snapshot(owner_of(at)) == ()
+
+
+def test_the_guess_histogram_marks_the_p_the_results_favour():
+    from dropout_demo.classes import ClassRoom
+    from dropout_demo.sweeps import CellResult
+    from dropout_demo.ui.classroom import favoured_choice
+
+    grid = Grid(ps=(0.0, 0.5, 0.9), seeds=(0, 1), base=BASE_PRESETS["tiny"])
+    cells = grid.cells()
+    loss = {0.0: 0.3, 0.5: 0.2, 0.9: 0.4}
+    results = {c.index: CellResult(loss[c.p] + 0.01 * c.seed, 0.1, 0.9, 0.1) for c in cells}
+    room = ClassRoom("ACDEF", grid, "t", 0.0, "Which p?", p_choices(grid))
+    assert favoured_choice(room, cells, results) == "p = 0.5"
+    assert favoured_choice(room, cells, {}) is None
+    other = ClassRoom("ACDEF", grid, "t", 0.0, "Which p?", ("p = 0", "p = 0.9"))
+    assert favoured_choice(other, cells, results) is None  # not among the choices

@@ -140,14 +140,14 @@ def board_state(
 def favoured_choice(
     room: ClassRoom, cells: Sequence[Cell], results: Mapping[int, CellResult]
 ) -> str | None:
-    """The p choice with the lowest mean final test loss so far, when the choices are p's."""
-    if room.choices != p_choices(room.grid) or room.grid.sizes:
-        return None
+    """The choice naming the p with the lowest mean final test loss so far (p grids whose
+    question offers p's as ``p = 0.5``), else None."""
     points = aggregate(cells, results)
-    if not points:
+    if room.grid.sizes or not points:
         return None
     best = min(points, key=lambda pt: (pt["final_test_loss"].mean, pt.p))
-    return f"p = {best.p:g}"
+    label = f"p = {best.p:g}"
+    return label if label in room.choices else None
 
 
 # ---------------------------------------------------------------------------- actions
@@ -165,7 +165,7 @@ def _run_my_cell(code: str, owner: str) -> None:
         _notify("error", str(exc))
         return
     if cell.index in results:
-        _notify("info", f"Every cell is finished: you are watching cell {cell.index}.")
+        _notify("info", "Every cell of this class is finished: the board below has them all.")
         return
     try:
         manager.submit(cell.config, owner, client=state.client_address())
