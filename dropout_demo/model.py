@@ -16,6 +16,7 @@ from .config import TrainConfig
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 HIDDEN_UNITS = 128
+CONV1_KERNELS = ("conv", "gemm")
 
 
 def conv_features(image_size: int = IMAGE_SIZE) -> int:
@@ -50,6 +51,89 @@ class Dropout(nn.Dropout):
         return x * keep / (1.0 - self.p)  # kept units scaled by 1/(1-p); eval is the identity
 
 
+# The four conv1 outputs a 2x2 pooling window takes its max over, as (row, col) offsets, in
+# max_pool2d's scan order (ties go to the first, as in max_pool2d).
+_WINDOW = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _window_weights(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 3, 3) conv weights -> (16, 4 * C): column (j, c) applies filter c at offset j
+    of a 4x4 input patch, so one patch times this matrix gives a pooling window's 4 outputs."""
+    c = weight.shape[0]
+    w4 = weight.new_zeros(4, 4, 4, c)  # (offset j, patch row, patch col, C)
+    kernel = weight[:, 0].permute(1, 2, 0)  # (3, 3, C)
+    for j, (dy, dx) in enumerate(_WINDOW):
+        w4[j, dy : dy + 3, dx : dx + 3] = kernel
+    return w4.permute(1, 2, 0, 3).reshape(16, 4 * c)
+
+
+def _fold_window_grad(grad_w4: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`_window_weights`: (16, 4 * C) -> (C, 1, 3, 3)."""
+    c = grad_w4.shape[1] // 4
+    g = grad_w4.view(4, 4, 4, c)  # (patch row, patch col, offset j, C)
+    out = g.new_zeros(3, 3, c)
+    for j, (dy, dx) in enumerate(_WINDOW):
+        out += g[dy : dy + 3, dx : dx + 3, j]
+    return out.permute(2, 0, 1).unsqueeze(1)
+
+
+def _window_patches(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(N, 1, H, W) -> (N * S * S, 16): the 4x4 input patch under each 2x2 pooling window of
+    a valid 3x3 conv, S = (H - 2) // 2 (floor-mode pooling drops an odd last row)."""
+    s = (x.shape[-1] - 2) // 2
+    patches = x[:, 0, : 2 * s + 2, : 2 * s + 2].unfold(1, 4, 2).unfold(2, 4, 2)  # (N, S, S, 4, 4)
+    return patches.reshape(-1, 16), s
+
+
+class _Conv1PoolReLU(torch.autograd.Function):
+    """``relu(max_pool2d(conv2d(x, weight, bias), 2))`` for a one-channel input.
+
+    With one input channel a 3x3 convolution is a GEMM with K = 9, which convolution
+    libraries run far below the machine's speed, and its max-pool backward zero-fills an
+    (N, C, 26, 26) gradient. Here one GEMM of the 4x4 patches under each pooling window gives
+    the window's four conv outputs side by side, a max over them pools, and the weight
+    gradient is one GEMM of the patches with the routed gradient. The input never needs a
+    gradient (it is the image). A window whose outputs tie (MNIST's flat background, where the
+    four 3x3 sub-patches are the same pixels) shares its gradient among them, which gives the
+    weights exactly the gradient max_pool2d's "first one wins" gives. Under autocast it
+    computes in float32 (a small share of the work; bfloat16 would not pay here).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[0], weight.shape[0]
+        patches, s = _window_patches(x)  # (M, 16), M = N * S * S
+        outs = (patches @ _window_weights(weight)).view(-1, 4, c)  # (M, 4, C): window's 4 outputs
+        pooled = outs.amax(dim=1)  # (M, C)
+        out = (pooled + bias).clamp_min_(0)  # bias is the same for all 4, so add it after
+        ctx.save_for_backward(patches, outs, pooled, out)
+        return out.view(n, s, s, c).permute(0, 3, 1, 2)  # (N, C, S, S), channels_last
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_out: torch.Tensor):
+        patches, outs, pooled, out = ctx.saved_tensors
+        c = out.shape[1]
+        grad = grad_out.permute(0, 2, 3, 1).reshape(-1, c) * (out > 0)  # (M, C), through ReLU
+        won = outs == pooled.unsqueeze(1)  # (M, 4, C)
+        routed = won * (grad / won.sum(1)).unsqueeze(1)  # (M, 4, C)
+        grad_w4 = patches.t() @ routed.view(-1, 4 * c)  # (16, 4 * C)
+        return None, _fold_window_grad(grad_w4), grad.sum(0)
+
+
+def conv1_pool_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Same values as ``relu(max_pool2d(conv2d(x, weight, bias), 2))`` for (N, 1, H, W) input
+    and 3x3 weights, computed as GEMMs over 4x4 patches (see :class:`_Conv1PoolReLU`)."""
+    if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
+        return _Conv1PoolReLU.apply(x, weight, bias)
+    x, weight, bias = x.float(), weight.float(), bias.float()
+    n, c = x.shape[0], weight.shape[0]
+    patches, s = _window_patches(x)
+    pooled = (patches @ _window_weights(weight)).view(-1, 4, c).amax(dim=1)
+    return pooled.add_(bias).clamp_min_(0).view(n, s, s, c).permute(0, 3, 1, 2)
+
+
 class SimpleCNN(nn.Module):
     """conv(1->32) relu pool, conv(32->64) relu pool, fc(->128) relu, dropout(p), fc(->10)."""
 
@@ -67,6 +151,9 @@ class SimpleCNN(nn.Module):
         self.fc1 = nn.Linear(conv_features(image_size), HIDDEN_UNITS)
         self.fc2 = nn.Linear(HIDDEN_UNITS, NUM_CLASSES)
         self.dropout = Dropout(p=p)
+        # How conv1 (+ pool + ReLU) is computed: "conv" (the library's convolution) or "gemm"
+        # (conv1_pool_relu, CPU only). Same function; training picks the faster by measurement.
+        self.conv1_kernel = "conv"
         if generator is not None:
             init_parameters(self, generator)
 
@@ -78,7 +165,10 @@ class SimpleCNN(nn.Module):
         """(N, 1, 28, 28) -> fc1 activations after ReLU, before dropout: (N, 128)."""
         # The seed applies ReLU then max-pool. Both are monotone, so pool-then-ReLU computes the
         # same values while running ReLU (and its backward) on a quarter of the elements.
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))  # (N, 32, 13, 13)
+        if self.conv1_kernel == "gemm" and x.device.type == "cpu":
+            x = conv1_pool_relu(x, self.conv1.weight, self.conv1.bias)  # (N, 32, 13, 13)
+        else:
+            x = F.relu(F.max_pool2d(self.conv1(x), 2))  # (N, 32, 13, 13)
         x = F.relu(F.max_pool2d(self.conv2(x), 2))  # (N, 64, 5, 5)
         x = torch.flatten(x, 1)  # (N, 1600)
         return F.relu(self.fc1(x))

@@ -148,3 +148,59 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     x = torch.randn(3, 1, 28, 28)
     with eval_mode(model):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def conv_then_gemm(model, x, backward=True):
+    """Outputs and parameter gradients of ``model`` on ``x`` with each conv1 kernel."""
+    results = []
+    for kernel in ("conv", "gemm"):
+        model.conv1_kernel = kernel
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        if backward:
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()] if backward else []
+        results.append((out.detach(), grads))
+    model.conv1_kernel = "conv"
+    return results
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv1_as_pooling_window_gemm_equals_the_convolution(channels_last):
+    """The training loop's conv1 kernel is the same function with the same gradients,
+    including MNIST's flat background, where all four outputs of a pooling window tie."""
+    model = seeded_model(p=0.0)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    x[:, :, :9] = -1.0  # background, as normalised MNIST
+    (out_a, grads_a), (out_b, grads_b) = conv_then_gemm(model, x)
+    torch.testing.assert_close(out_b, out_a, rtol=1e-5, atol=1e-5)
+    names = [name for name, _ in model.named_parameters()]
+    for name, a, b in zip(names, grads_a, grads_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    assert grads_b[names.index("conv1.weight")].abs().sum() > 0
+
+
+def test_conv1_gemm_without_gradients_and_on_odd_sizes():
+    from dropout_demo.model import conv1_pool_relu
+
+    model = seeded_model()
+    for side in (28, 29, 8):
+        x = torch.randn(3, 1, side, side)
+        with torch.no_grad():
+            expected = torch.relu(nn.functional.max_pool2d(model.conv1(x), 2))
+            got = conv1_pool_relu(x, model.conv1.weight, model.conv1.bias)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    (out_a, _), (out_b, _) = conv_then_gemm(model.eval(), torch.randn(5, 1, 28, 28), False)
+    torch.testing.assert_close(out_b, out_a, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1_gemm_under_bf16_autocast_keeps_float32_gradients():
+    model = seeded_model().to(memory_format=torch.channels_last)
+    model.conv1_kernel = "gemm"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 1, 28, 28))
+    out.float().sum().backward()
+    assert model.conv1.weight.grad.dtype == torch.float32
+    assert torch.isfinite(model.conv1.weight.grad).all()
