@@ -28,12 +28,15 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 64
     train_size: int = MNIST_TRAIN_SIZE
-    eval_size: int = MNIST_TEST_SIZE
+    eval_size: int = MNIST_TEST_SIZE  # test images evaluated after the last epoch
+    # Test images evaluated after each earlier epoch: a fixed subset of the eval_size images
+    # (at most all of them), so evaluation does not dominate small runs. 10,000: all, always.
+    epoch_eval_size: int = 2_000
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     # Arithmetic of the training forward/backward passes: "fp32"; "bf16" (mixed precision:
-    # bfloat16 convolutions and matmuls, float32 weights, optimizer and loss); "auto" picks bf16
-    # where the hardware computes it natively, else fp32. Evaluation is always float32.
+    # bfloat16 convolutions and matmuls, float32 weights, optimizer and loss); "auto": whichever
+    # a short probe measures faster on the run's device (training.probe). Evaluation is float32.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -60,6 +63,11 @@ class TrainConfig:
         if not is_int(self.eval_size) or not 1 <= self.eval_size <= MNIST_TEST_SIZE:
             problems.append(
                 f"eval_size must be an integer in 1..{MNIST_TEST_SIZE}, got {self.eval_size!r}"
+            )
+        if not is_int(self.epoch_eval_size) or not 1 <= self.epoch_eval_size <= MNIST_TEST_SIZE:
+            problems.append(
+                f"epoch_eval_size must be an integer in 1..{MNIST_TEST_SIZE}, "
+                f"got {self.epoch_eval_size!r}"
             )
         if not is_int(self.seed) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")

@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "dropout-demo-run"
 FORMAT_VERSION = 1  # key and info are optional fields: files without them still load
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+# test_images: how many test images test_loss/test_acc were computed on (0: not recorded).
+METRIC_FIELDS = (
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "test_images"
+)  # fmt: skip
 _ID = r"[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{8}"
 _RUN_ID = re.compile(_ID)
 # What _write_atomic leaves behind when its process dies mid-write.
@@ -89,7 +92,7 @@ def new_run_id(now: float | None = None) -> str:
 
 
 def _metric_dict(m: EpochMetrics | dict[str, Any]) -> dict[str, Any]:
-    d = m.to_dict() if hasattr(m, "to_dict") else dict(m)
+    d = m.to_dict() if hasattr(m, "to_dict") else {"test_images": 0, **m}  # older dicts lack it
     return {k: d[k] for k in METRIC_FIELDS}
 
 

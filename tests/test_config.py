@@ -29,6 +29,9 @@ def test_all_problems_listed_at_once():
         {"lr": -1e-3},
         {"train_size": 0},
         {"eval_size": 10_001},
+        {"epoch_eval_size": 0},
+        {"epoch_eval_size": 10_001},
+        {"epoch_eval_size": 2.0},
         {"seed": -1},
         {"device": "tpu"},
         {"epochs": True},
@@ -51,6 +54,13 @@ def test_round_trip_and_label():
     assert c.work == 30_000
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({**c.to_dict(), "momentum": 0.9})
+
+
+def test_old_dicts_without_epoch_eval_size_still_load():
+    old = TrainConfig().to_dict()
+    del old["epoch_eval_size"]
+    assert TrainConfig.from_dict(old) == TrainConfig()
+    assert TrainConfig(epoch_eval_size=10_000).epoch_eval_size == 10_000
 
 
 def test_presets():

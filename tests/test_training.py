@@ -1,6 +1,8 @@
 """The fast training loop against a plain reference loop, and its run-control behaviour."""
 
+import dataclasses
 import math
+import threading
 
 import pytest
 import torch
@@ -10,7 +12,16 @@ from dropout_demo import training
 from dropout_demo.config import TrainConfig
 from dropout_demo.data import normalize, subset
 from dropout_demo.model import SimpleCNN
-from dropout_demo.training import fit, resolve_device, resolve_precision
+from dropout_demo.training import (
+    EpochMetrics,
+    Plan,
+    ProbeResult,
+    evaluated_images,
+    fit,
+    resolve_device,
+    resolve_plan,
+    resolve_precision,
+)
 
 # float32, so the comparison with the plain reference loop can be tight
 TINY = TrainConfig(
@@ -48,10 +59,20 @@ def reference_fit(config, data):
     return model.eval(), losses
 
 
-def test_fast_loop_matches_reference_loop(mnist):
+FP32_PLANS = [
+    Plan(torch.float32, True, "gemm"),
+    Plan(torch.float32, True, "conv"),
+    Plan(torch.float32, False, "conv"),
+]
+
+
+@pytest.mark.parametrize("plan", FP32_PLANS, ids=lambda p: p.describe())
+def test_fast_loop_matches_reference_loop(mnist, monkeypatch, plan):
+    """Every float32 plan the probe may pick computes the seed's loop."""
+    monkeypatch.setattr(training, "resolve_plan", lambda precision, device: plan)
     result = fit(TINY, mnist)
     ref_model, ref_losses = reference_fit(TINY, mnist)
-    assert result.status == "done"
+    assert result.status == "done" and result.plan == plan.describe()
     ours = [m.train_loss for m in result.metrics]
     assert ours == pytest.approx(ref_losses, rel=1e-4)
     for (name, a), b in zip(result.model.named_parameters(), ref_model.parameters(), strict=True):
@@ -97,8 +118,68 @@ def test_test_metrics_match_an_independent_evaluation(mnist):
     with torch.no_grad():
         logits = result.model(normalize(images))
     last = result.metrics[-1]
+    assert last.test_images == TINY.eval_size
     assert last.test_loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-4)
     assert last.test_acc == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+
+
+def recorded_evaluations(monkeypatch) -> list[torch.Tensor]:
+    """Patches training.evaluate to record the images of every evaluation."""
+    seen = []
+    real = training.evaluate
+
+    def recording(model, x, y, *args, **kwargs):
+        seen.append(x.clone())
+        return real(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", recording)
+    return seen
+
+
+def test_epochs_evaluate_a_fixed_subset_the_last_epoch_everything(mnist, monkeypatch):
+    config = TINY.replace(epochs=3, eval_size=1_000, epoch_eval_size=300)
+    seen = recorded_evaluations(monkeypatch)
+    runs = []
+    for p, seed in ((0.0, 3), (0.5, 3), (0.5, 4)):
+        seen.clear()
+        runs.append((fit(config.replace(p=p, seed=seed), mnist), list(seen)))
+    (a, seen_a), (_, seen_b), (_, seen_c) = runs
+    assert [m.test_images for m in a.metrics] == [300, 300, 1_000]
+    assert sum(len(x) for x in seen_a) == evaluated_images(config) == 2 * 300 + 1_000
+    images, _ = subset(mnist.test_images, mnist.test_labels, config.eval_size, config.seed)
+    full = normalize(images)
+    assert torch.equal(seen_a[2], full)
+    # the per-epoch subset: the same images every epoch and for p = 0 and p = 0.5, all of them
+    # from the evaluation set, none twice
+    assert torch.equal(seen_a[0], seen_a[1])
+    for x, y in zip(seen_a, seen_b, strict=True):
+        assert torch.equal(x, y)
+    flat_full = full.flatten(1)
+    matches = (seen_a[0].flatten(1)[:, None] == flat_full[None]).all(-1)  # (300, 1000)
+    assert (matches.sum(1) >= 1).all()
+    assert len(torch.unique(matches.float().argmax(1))) == 300
+    # another seed: another evaluation set, so another subset
+    assert not torch.equal(seen_c[0], seen_a[0])
+
+
+def test_evaluated_images_counts_the_subset_and_the_final_evaluation():
+    assert evaluated_images(TrainConfig(epochs=30, train_size=1_000)) == 29 * 2_000 + 10_000
+    assert evaluated_images(TrainConfig(epochs=1)) == 10_000
+    # a subset never larger than the evaluation set
+    assert evaluated_images(TrainConfig(epochs=3, eval_size=500)) == 3 * 500
+    everything = TrainConfig(epochs=4, epoch_eval_size=10_000)
+    assert evaluated_images(everything) == 4 * 10_000
+
+
+def test_old_metric_records_still_load():
+    old = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.4, "test_acc": 0.9,
+           "seconds": 1.0}  # fmt: skip
+    m = EpochMetrics.from_dict(old)
+    assert m.test_images == 0 and m.test_loss == 0.4
+    assert EpochMetrics.from_dict(m.to_dict()) == m
+    assert EpochMetrics.from_dict({**old, "test_images": 2_000}).test_images == 2_000
+    with pytest.raises(KeyError):
+        EpochMetrics.from_dict({k: v for k, v in old.items() if k != "test_loss"})
 
 
 def test_deterministic_for_a_seed(mnist):
@@ -155,14 +236,69 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
-def test_precision_resolution(monkeypatch):
+def fake_probe(ms: dict[Plan, float]):
+    return lambda device, plans=None: ProbeResult(str(device), ms, 1, 0.0)
+
+
+def test_precision_resolution_follows_the_measurement(monkeypatch):
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == torch.float32
-    assert resolve_precision("bf16", cpu) == torch.bfloat16  # emulated where not native
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
-    assert resolve_precision("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(training, "native_bf16", lambda device: False)
-    assert resolve_precision("auto", cpu) == torch.float32
+    fast_bf16 = Plan(torch.bfloat16, True)
+    plans = {Plan(torch.float32, True, "gemm"): 5.0, Plan(torch.float32, False): 4.0}
+    for bf16_ms, auto in ((3.0, torch.bfloat16), (9.0, torch.float32)):
+        monkeypatch.setattr(training, "_probe_cache", {})
+        monkeypatch.setattr(training, "run_probe", fake_probe({**plans, fast_bf16: bf16_ms}))
+        assert resolve_precision("auto", cpu) == auto
+        assert resolve_precision("fp32", cpu) == torch.float32
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+        # explicit precisions still get the fastest layout measured for them
+        assert resolve_plan("fp32", cpu) == Plan(torch.float32, False)
+        assert resolve_plan("bf16", cpu) == fast_bf16
+    with pytest.raises(ValueError):
+        resolve_plan("fp8", cpu)
+
+
+def test_probe_measures_every_candidate_once_per_process(monkeypatch):
+    monkeypatch.setattr(training, "_probe_cache", {})
+    calls = []
+    real = training.run_probe
+
+    def counting(device, plans=None):
+        calls.append(device)
+        return real(device, plans)
+
+    monkeypatch.setattr(training, "run_probe", counting)
+    cpu = torch.device("cpu")
+    results, threads = [], []
+    for _ in range(4):  # runs that start together wait for one probe
+        threads.append(threading.Thread(target=lambda: results.append(training.probe(cpu))))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and all(r is results[0] for r in results)
+    result = results[0]
+    assert set(result.ms) == set(training.candidate_plans(cpu))
+    assert all(ms > 0 for ms in result.ms.values())
+    auto = resolve_plan("auto", cpu)
+    assert auto in training.candidate_plans(cpu) and auto == result.best()
+    assert result.ms[auto] == min(result.ms.values())
+    assert resolve_precision("auto", cpu) == auto.dtype
+    assert len(calls) == 1  # cached
+    assert "ms" in result.summary() and auto.describe() in result.summary()
+
+
+def test_fit_reports_the_plan_it_used(mnist, monkeypatch):
+    plan = Plan(torch.bfloat16, True, "conv")
+    monkeypatch.setattr(training, "_probe_cache", {})
+    monkeypatch.setattr(training, "run_probe", fake_probe({plan: 1.0, FP32_PLANS[0]: 2.0}))
+    result = fit(TINY.replace(precision="auto", epochs=1), mnist)
+    assert (result.precision, result.plan) == ("bf16", plan.describe())
+
+
+def test_config_round_trip_through_the_new_field():
+    c = TINY.replace(epoch_eval_size=123)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    old = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "epoch_eval_size"}
+    assert TrainConfig.from_dict(old).epoch_eval_size == TrainConfig().epoch_eval_size
 
 
 def test_mixed_precision_run_learns_like_fp32_and_is_deterministic(mnist):
