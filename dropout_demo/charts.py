@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
+from .config import MNIST_TEST_SIZE
+
 # Tableau 10: distinct hues that stay readable on a projector and for most colour-blind viewers.
 PALETTE: tuple[str, ...] = (
     "#4E79A7",
@@ -40,13 +42,54 @@ def colour_for(index: int) -> str:
 
 class Series(NamedTuple):
     """One run to draw. ``metrics`` holds objects with the fields of ``EpochMetrics``
-    (epoch, train_loss, train_acc, test_loss, test_acc); ``epochs`` is the planned length,
-    used to fix the x range so that live curves grow into a stable frame."""
+    (epoch, train_loss, train_acc, test_loss, test_acc, and optionally test_images: how many
+    test images the test metrics used); ``epochs`` is the planned length, used to fix the x
+    range so that live curves grow into a stable frame."""
 
     name: str
     colour: str
     metrics: Sequence[Any]
     epochs: int | None = None
+
+
+FINAL_SYMBOL = "diamond"
+
+
+def _test_images(m: Any) -> int:
+    return int(getattr(m, "test_images", 0) or 0)
+
+
+def _whole_set_points(run: Series) -> set[int]:
+    """Indices of a run's epochs whose test metrics used more images than its other epochs
+    (the last epoch evaluates the whole test set, the earlier ones a fixed subset)."""
+    counts = [_test_images(m) for m in run.metrics]
+    if len(set(counts)) < 2:
+        return set()
+    most = max(counts)
+    return {i for i, c in enumerate(counts) if c == most}
+
+
+def test_points_note(runs: Sequence[Series]) -> str:
+    """One line saying what the test points were computed on ("" when nothing to say)."""
+    subset, whole = set(), set()
+    for run in runs:
+        final = _whole_set_points(run)
+        for i, m in enumerate(run.metrics):
+            if _test_images(m):
+                (whole if i in final else subset).add(_test_images(m))
+    if not whole:  # one evaluation per epoch so far (live), or every epoch alike (old runs)
+        if len(subset) != 1:
+            return ""
+        count = subset.pop()
+        if count >= MNIST_TEST_SIZE:
+            return f"test points: all {count:,} test images"
+        return f"test points: a fixed {count:,}-image subset of the test set after each epoch"
+
+    k = f"{subset.pop():,}-image subset" if len(subset) == 1 else "subset"
+    n = f"all {whole.pop():,}" if len(whole) == 1 else "the whole set of"
+    return (
+        f"test points: a fixed {k} of the test set after each epoch; ◆ {n} test images at the end"
+    )
 
 
 def _epoch_step(last_epoch: int) -> int:
@@ -84,6 +127,21 @@ def _figure(
         },
         "yaxis": {"title": {"text": y_title}},
     }
+    note = test_points_note(runs)
+    if traces and note:
+        base["annotations"] = [
+            {
+                "text": note,
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": 1,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "font": {"size": 11, "color": "#666"},
+            }
+        ]
     if not traces:
         base["annotations"] = [
             {
@@ -101,16 +159,34 @@ def _figure(
     return go.Figure({"data": traces, "layout": base})
 
 
-def _trace(run: Series, name: str, ys: list[float], dash: str, fmt: str) -> dict[str, Any]:
+def _trace(
+    run: Series, name: str, ys: list[float], dash: str, fmt: str, whole: set[int] = frozenset()
+) -> dict[str, Any]:
+    """A run's curve. Points in ``whole`` (evaluated on the whole test set, the others on a
+    subset) are drawn as diamonds, cut off from the line: they measure on other images."""
+    xs: list[int | None] = [m.epoch for m in run.metrics]
+    ys_: list[float | None] = list(ys)
+    symbols = ["circle"] * len(xs)
+    sizes = [5] * len(xs)
+    for i in sorted(whole, reverse=True):
+        symbols[i], sizes[i] = FINAL_SYMBOL, 10
+        if i > 0 and i - 1 not in whole:  # a gap in the line before it
+            xs.insert(i, None)
+            ys_.insert(i, None)
+            symbols.insert(i, "circle")
+            sizes.insert(i, 5)
+    marker: dict[str, Any] = {"size": 5}
+    if whole:
+        marker = {"size": sizes, "symbol": symbols}
     return {
         "type": "scatter",
-        "x": [m.epoch for m in run.metrics],
-        "y": ys,
+        "x": xs,
+        "y": ys_,
         "name": name,
         "legendgroup": run.name,
         "mode": "lines+markers",
         "line": {"color": run.colour, "dash": dash, "width": 2},
-        "marker": {"size": 5},
+        "marker": marker,
         "hovertemplate": f"%{{y:{fmt}}}",
     }
 
@@ -122,7 +198,8 @@ def _pairs(runs: Sequence[Series], train: str, test: str, fmt: str) -> list[dict
             continue
         for split, field, dash in (("train", train, TRAIN_DASH), ("test", test, TEST_DASH)):
             ys = [getattr(m, field) for m in run.metrics]
-            traces.append(_trace(run, f"{run.name} · {split}", ys, dash, fmt))
+            whole = _whole_set_points(run) if split == "test" else set()
+            traces.append(_trace(run, f"{run.name} · {split}", ys, dash, fmt, whole))
     return traces
 
 
@@ -143,7 +220,14 @@ def accuracy_figure(runs: Sequence[Series]) -> go.Figure:
 def gap_figure(runs: Sequence[Series]) -> go.Figure:
     """Generalisation gap per epoch: test loss minus train loss (above 0: overfitting)."""
     traces = [
-        _trace(run, run.name, [m.test_loss - m.train_loss for m in run.metrics], "solid", ".3f")
+        _trace(
+            run,
+            run.name,
+            [m.test_loss - m.train_loss for m in run.metrics],
+            "solid",
+            ".3f",
+            _whole_set_points(run),
+        )
         for run in runs
         if run.metrics
     ]

@@ -115,3 +115,55 @@ def test_apply_view_restores_zoom_and_hidden_traces():
     assert visible["p=0.50 · test"] == "legendonly"
     assert visible["p=0.00 · test"] is None
     assert charts.apply_view(charts.loss_figure(RUNS), None).layout.xaxis.range == (0.5, 30.5)
+
+
+class MI(NamedTuple):  # EpochMetrics with the number of test images each test point used
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    test_images: int
+
+
+def subset_then_whole(n: int, offset: float = 0.0, done: bool = True) -> tuple[MI, ...]:
+    """Epochs 1..n-1 on a 2,000-image subset, epoch n on all 10,000 (when ``done``)."""
+    return tuple(MI(*m, 10_000 if done and m.epoch == n else 2_000) for m in metrics(n, offset))
+
+
+def test_the_whole_set_point_is_set_apart_and_the_chart_says_what_was_used():
+    runs = [
+        Series("p=0.00", charts.colour_for(0), subset_then_whole(4), epochs=4),
+        Series("p=0.50", charts.colour_for(1), subset_then_whole(4, 0.1), epochs=4),
+    ]
+    for build, field in ((charts.loss_figure, "test_loss"), (charts.accuracy_figure, "test_acc")):
+        fig = build(runs)
+        by_name = {t.name: t for t in fig.data}
+        for run in runs:
+            test, train = by_name[f"{run.name} · test"], by_name[f"{run.name} · train"]
+            # the line stops at epoch 3; epoch 4 (other images) stands apart as a diamond
+            assert list(test.x) == [1, 2, 3, None, 4]
+            ys = [getattr(m, field) for m in run.metrics]
+            assert list(test.y) == [*ys[:3], None, ys[3]]
+            assert list(test.marker.symbol) == ["circle"] * 4 + [charts.FINAL_SYMBOL]
+            assert list(train.x) == [1, 2, 3, 4]  # training points are all alike
+        note = fig.layout.annotations[0].text
+        assert "2,000-image subset" in note and "all 10,000 test images at the end" in note
+    gap = charts.gap_figure(runs)
+    assert list(gap.data[0].x) == [1, 2, 3, None, 4]
+    assert gap.data[0].y[4] == pytest.approx(
+        runs[0].metrics[3].test_loss - runs[0].metrics[3].train_loss
+    )
+    assert "2,000-image subset" in gap.layout.annotations[0].text
+
+
+def test_note_while_live_and_for_old_records():
+    live = [Series("p=0.50", "#000", subset_then_whole(3, done=False), epochs=30)]
+    fig = charts.loss_figure(live)
+    assert list(fig.data[1].x) == [1, 2, 3]  # nothing set apart yet
+    assert "fixed 2,000-image subset" in fig.layout.annotations[0].text
+    every_epoch = [Series("old", "#000", tuple(MI(*m, 10_000) for m in metrics(3)), epochs=3)]
+    assert charts.loss_figure(every_epoch).layout.annotations[0].text == (
+        "test points: all 10,000 test images"
+    )
+    assert not charts.loss_figure(RUNS).layout.annotations  # not recorded: nothing claimed
