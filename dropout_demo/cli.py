@@ -71,7 +71,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, multi_p: bool = False) ->
         "--train-size", type=int, default=d.train_size, help="training images (1..60000)"
     )
     parser.add_argument(
-        "--eval-size", type=int, default=d.eval_size, help="test images evaluated (1..10000)"
+        "--eval-size",
+        type=int,
+        default=d.eval_size,
+        help="test images evaluated after the last epoch (1..10000; earlier epochs: a subset)",
     )
     if multi_p:
         parser.add_argument(
@@ -90,7 +93,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, multi_p: bool = False) ->
     parser.add_argument(
         "--precision",
         default=d.precision,
-        help="training arithmetic: auto (bf16 where the hardware has it natively), fp32, bf16",
+        help="training arithmetic: auto (whichever a short probe measures faster here), fp32, bf16",
     )
     parser.add_argument(
         "--data-dir",
@@ -159,8 +162,13 @@ def _epoch_line(m: EpochMetrics, epochs: int) -> str:
     return (
         f"Epoch [{m.epoch}/{epochs}], Loss: {m.train_loss:.4f}, "
         f"Test loss: {m.test_loss:.4f}, Test accuracy: {100 * m.test_acc:.2f}% "
-        f"({m.seconds:.1f} s)"
+        f"{_on_images(m)}({m.seconds:.1f} s)"
     )
+
+
+def _on_images(m: EpochMetrics) -> str:
+    """What the test metrics were computed on: a per-epoch subset, or the whole set at the end."""
+    return f"on {m.test_images:,} test images " if m.test_images else ""
 
 
 def _train_one(config: TrainConfig, data, quiet: bool, out: TextIO, err: TextIO) -> FitResult:
@@ -180,7 +188,9 @@ def _report_end(result: FitResult, out: TextIO, err: TextIO) -> int:
         print(f"Run {result.status}: {result.message}", file=err)
         return 1
     acc = result.metrics[-1].test_acc
-    print(f"Trained on {result.device}, {result.precision} arithmetic", file=out)
+    how = "picked by a measured probe" if result.config.precision == "auto" else "as asked"
+    plan = result.plan or result.precision
+    print(f"Trained on {result.device}, {result.precision} arithmetic ({plan}; {how})", file=out)
     print(f"Accuracy of the model on the test images: {100 * acc:.2f}%", file=out)
     return 0
 

@@ -64,6 +64,26 @@ def test_tiny_train_run_end_to_end_via_python_m(mnist_dir, tmp_path):
     assert f"{100 * acc:.2f}" == match.group(1)
 
 
+def test_train_says_what_the_test_metrics_used_and_how_it_computed(mnist_dir):
+    code, out, err = run_cli(
+        "train", "--train-size", "128", "--epochs", "2", "--data-dir", str(mnist_dir), "--quiet"
+    )
+    assert code == 0, err
+    # epoch 1 on the per-epoch subset, the last epoch on the whole test set
+    assert re.search(r"^Epoch \[1/2\], .*% on 2,000 test images \(", out, re.M), out
+    assert re.search(r"^Epoch \[2/2\], .*% on 10,000 test images \(", out, re.M), out
+    match = re.search(r"^Trained on cpu, (fp32|bf16) arithmetic \((fp32|bf16), (\w+), (.+); "
+                      r"picked by a measured probe\)$", out, re.M)  # fmt: skip
+    assert match and match.group(1) == match.group(2), out
+    code, out, err = run_cli(
+        "train", "--train-size", "64", "--epochs", "1", "--eval-size", "100",
+        "--precision", "fp32", "--data-dir", str(mnist_dir), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"^Trained on cpu, fp32 arithmetic \(fp32, .*; as asked\)$", out, re.M), out
+    assert "on 100 test images" in out
+
+
 def test_sweep_prints_a_comparison(mnist_dir, tmp_path):
     csv_path = tmp_path / "sweep.csv"
     code, out, err = run_cli(
