@@ -7,6 +7,7 @@ wrapped once (as in :mod:`charts`), because a board redraws them live.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -251,3 +252,24 @@ def figures_for(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> dic
         "p_acc": accuracy_vs_p_figure(cells, results),
         "p_gap": gap_vs_p_figure(cells, results),
     }
+
+
+def for_projector(fig: go.Figure | dict, height: int) -> dict[str, Any]:
+    """A copy of ``fig`` (figure or its dict) readable from the back of a room: taller, with
+    large titles, ticks and legend (set per element: a chart theme's template would override a
+    plain ``layout.font``)."""
+    d = fig.to_dict() if isinstance(fig, go.Figure) else copy.deepcopy(fig)
+    layout = d.setdefault("layout", {})
+    layout["height"] = height
+    layout.setdefault("title", {})["font"] = {"size": 28}
+    layout.setdefault("legend", {})["font"] = {"size": 18}
+    for axis in ("xaxis", "yaxis"):
+        ax = layout.setdefault(axis, {})
+        ax["tickfont"] = {"size": 18}
+        ax.setdefault("title", {})["font"] = {"size": 20}
+    for ann in layout.get("annotations", []):
+        ann["font"] = {**ann.get("font", {}), "size": 22}
+    for trace in d.get("data", []):
+        if trace.get("type") == "bar":
+            trace["textfont"] = {"size": 22}
+    return d

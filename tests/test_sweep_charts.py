@@ -88,3 +88,15 @@ def test_guess_histogram_counts_each_choice_and_marks_the_answer():
     assert bar.marker.color[1] != bar.marker.color[0] == bar.marker.color[2]
     empty = sweep_charts.guesses_figure(["a", "b"], {})
     assert "No guesses yet" in empty.layout.annotations[0].text
+
+
+def test_projector_copies_are_larger_and_leave_the_original_alone():
+    cells = Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE).cells()
+    fig = sweep_charts.loss_vs_p_figure(cells, {0: result(0.3)})
+    big = sweep_charts.for_projector(fig, 500)
+    assert big["layout"]["height"] == 500
+    assert big["layout"]["xaxis"]["tickfont"]["size"] >= 18
+    assert big["layout"]["title"]["text"] == "Test loss against p"
+    assert fig.layout.height == 360 and fig.layout.xaxis.tickfont.size is None
+    bars = sweep_charts.for_projector(sweep_charts.guesses_figure(["a"], {"a": 2}), 400)
+    assert bars["data"][0]["textfont"]["size"] >= 18

@@ -351,7 +351,7 @@ def board_panel(code: str, owner: str, present: bool) -> None:
                 height=380 if present else 280,
             )
             if present:
-                fig.update_layout(font={"size": 18})
+                fig = sweep_charts.for_projector(fig, 420)
             st.plotly_chart(fig, key="class_guesses", config={"displaylogo": False})
             if favoured is not None:
                 st.caption(f"Green: {favoured}, the lowest mean final test loss so far.")

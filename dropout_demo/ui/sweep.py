@@ -166,9 +166,7 @@ def grid_charts(
     for i, name in enumerate(names):
         fig = figs[name]
         if height is not None:  # the presenter view: taller, larger type for the back row
-            fig = fig.to_dict()
-            fig["layout"].update(height=height, font={"size": 18})
-            fig["layout"]["title"]["font"] = {"size": 26}
+            fig = sweep_charts.for_projector(fig, height)
         with columns[i % len(columns)]:
             st.plotly_chart(fig, key=f"{key}_{name}", config={"displaylogo": False})
 
