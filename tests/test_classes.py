@@ -119,22 +119,24 @@ def test_a_damaged_class_file_is_a_readable_error(classes):
         classes.get(room.code)
 
 
-def test_concurrent_claims_from_threads_never_collide(classes):
-    room = classes.create("teacher", GRID)
-    barrier = threading.Barrier(6)
+def test_thirty_students_pressing_start_at_once_fill_a_ten_by_three_grid(classes):
+    grid = Grid(ps=tuple(i / 10 for i in range(10)), seeds=(0, 1, 2), base=BASE)
+    room = classes.create("teacher", grid)
+    barrier = threading.Barrier(30)
     got: dict[str, int] = {}
 
     def student(name: str) -> None:
         barrier.wait()
         got[name] = Classes(classes.root).claim(room.code, name)[1].index
 
-    threads = [threading.Thread(target=student, args=(f"s{i}",)) for i in range(6)]
+    threads = [threading.Thread(target=student, args=(f"s{i}",)) for i in range(30)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
-    assert sorted(got.values()) == list(range(6))
-    assert len(classes.get(room.code).claims) == 6
+        t.join(60)
+    assert sorted(got.values()) == list(range(30))
+    room = classes.get(room.code)
+    assert {i: c.student for i, c in room.claims.items()} == {i: s for s, i in got.items()}
 
 
 # A separate interpreter (not multiprocessing: its spawn start re-runs whatever __main__ the
