@@ -346,6 +346,16 @@ def _stop(owner: str, keys: set[str]) -> None:
                 manager.cancel(s.id, owner)
 
 
+def _active(grid: Grid, snaps: Sequence[JobSnapshot]) -> bool:
+    """Cells of this grid still to submit, waiting or training: the page polls while so (the
+    page and its panel must agree, or the panel's redraw of the page would loop)."""
+    plan = st.session_state.get(_PLAN)
+    if plan is not None and plan["grid"] == grid and plan["pending"]:
+        return True
+    keys = {cell_key(c) for c in grid.cells()}
+    return any(s.key in keys and not s.is_terminal for s in snaps)
+
+
 def sweep_panel(owner: str, grid: Grid, polling: bool) -> None:
     """Progress per cell, the charts and the reading; re-run alone every tick while polling."""
     state.touch(owner)
@@ -368,15 +378,11 @@ def sweep_panel(owner: str, grid: Grid, polling: bool) -> None:
         or ("waiting" if c.index in pending else "")
         for c in cells
     }
-    active = bool(pending) or any(
-        not s.is_terminal for i, s in by_index.items() if i not in results
-    )
-    if polling and not active:
+    if polling and not _active(grid, snaps):
         st.rerun(scope="app")  # all finished: redraw the page once, without polling
 
     done = len(results)
-    head = st.columns([3, 1], vertical_alignment="center")
-    head[0].progress(done / len(cells), text=f"{done} of {len(cells)} cells finished")
+    st.progress(done / len(cells), text=f"{done} of {len(cells)} cells finished")
     if plan is not None and plan.get("note"):
         st.caption(plan["note"])
     if plan is not None and plan["errors"]:
@@ -436,10 +442,5 @@ def sweep_view() -> None:
     elif stop:
         _stop(owner, {cell_key(c) for c in cells})
 
-    plan = st.session_state.get(_PLAN)
-    snaps = state.manager().snapshot(owner)
-    keys = {cell_key(c) for c in cells}
-    polling = bool(plan and plan["grid"] == grid and plan["pending"]) or any(
-        s.key in keys and not s.is_terminal for s in snaps
-    )
+    polling = _active(grid, state.manager().snapshot(owner))
     st.fragment(run_every=POLL_SECONDS if polling else None)(sweep_panel)(owner, grid, polling)
