@@ -13,8 +13,10 @@ cell config's run key, whoever trained it. Students appear only as owner ids, ne
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import functools
+import io
 import json
 import logging
 import os
@@ -324,6 +326,17 @@ class Classes:
             for c in room.cells()
         }
         return grid_csv(room.cells(), results, statuses)
+
+
+def guesses_csv(room: ClassRoom) -> str:
+    """The question's choices with how many students picked each (no student ids)."""
+    counts = room.guess_counts()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["question", "choice", "students"])
+    for choice in room.choices:
+        writer.writerow([room.question, choice, counts.get(choice, 0)])
+    return out.getvalue()
 
 
 # ---------------------------------------------------------------- results of cells

@@ -236,6 +236,8 @@ def test_a_student_runs_a_cell_and_it_lands_on_another_students_board(tiny_manag
     assert guesses["data"][0]["y"] == [0, 2]
     second.button(key="class_run").click().run()  # the next free cell, not the first one
     assert any("Your cell: p = 0.5" in s.value for s in second.success)
+    labels = {b.proto.label for b in second.get("download_button")}
+    assert labels == {"Download the class's grid (CSV)", "Download the guesses (CSV)"}
     presenter = open_page(CLASS, {"class": room.code, "present": "1"})
     assert not presenter.button  # no controls on the projector
     assert presenter.title[0].value == f"Class {room.code}"

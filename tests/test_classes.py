@@ -19,6 +19,7 @@ from dropout_demo.classes import (
     ClassRoom,
     cell_key,
     cell_results,
+    guesses_csv,
     normal_code,
     p_choices,
 )
@@ -86,6 +87,12 @@ def test_guesses_are_counted_once_per_student(classes):
     assert sum(room.guess_counts().values()) == 2
     with pytest.raises(ClassError):
         classes.guess(room.code, "c", "p = 0.9")
+    assert guesses_csv(room).splitlines() == [
+        "question,choice,students",
+        "Which p wins?,p = 0,0",
+        "Which p wins?,p = 0.3,2",
+        "Which p wins?,p = 0.6,0",
+    ]
     room = classes.set_question(room.code, "Which p underfits?", ["p = 0.6", "p = 0", " "])
     assert room.choices == ("p = 0.6", "p = 0") and room.guesses == {}
     with pytest.raises(ClassError, match="two"):

@@ -25,6 +25,7 @@ from ..classes import (
     Classes,
     ClassRoom,
     cell_key,
+    guesses_csv,
     normal_code,
     p_choices,
 )
@@ -361,7 +362,8 @@ def board_panel(code: str, owner: str, present: bool) -> None:
     if not present:
         with st.expander("Cells (final test loss of each finished run)"):
             st.dataframe(cell_table(cells, results, statuses), key="class_cells")
-        st.download_button(
+        left, right = st.columns(2)
+        left.download_button(
             "Download the class's grid (CSV)",
             data=classes().csv(room, results),
             file_name=f"class-{room.code}.csv",
@@ -369,6 +371,15 @@ def board_panel(code: str, owner: str, present: bool) -> None:
             key="class_csv",
             on_click="ignore",
         )
+        if room.question:
+            right.download_button(
+                "Download the guesses (CSV)",
+                data=guesses_csv(room),
+                file_name=f"class-{room.code}-guesses.csv",
+                mime="text/csv",
+                key="class_guesses_csv",
+                on_click="ignore",
+            )
 
 
 def presenter_view(room: ClassRoom, owner: str) -> None:
