@@ -778,3 +778,20 @@ def test_real_fit_on_real_mnist_shares_caches_and_cancels(mnist, tmp_path):
         assert m.get(a, "a").status == "done"
     finally:
         m.shutdown(timeout=300)
+
+
+def test_each_page_lists_its_own_rows_and_a_sweep_does_not_push_out_the_labs(
+    make_manager, finished
+):
+    m = make_manager(keep_finished=2)
+    lab_row = m.submit(cfg(110), "a")
+    finished.wait(cfg(110))
+    sweep_rows = []
+    for seed in range(111, 115):
+        sweep_rows.append(m.submit(cfg(seed), "a", group="sweep"))
+        finished.wait(cfg(seed))
+    same_run_in_sweep = m.submit(cfg(110), "a", group="sweep")
+    assert same_run_in_sweep != lab_row  # one run, a row on each page
+    assert [s.id for s in m.snapshot("a", group="lab")] == [lab_row]
+    assert [s.id for s in m.snapshot("a", group="sweep")] == [*sweep_rows[-2:], same_run_in_sweep]
+    assert {s.group for s in m.snapshot("a")} == {"lab", "sweep"}

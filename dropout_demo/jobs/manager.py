@@ -118,10 +118,12 @@ class JobManager:
         client: str | None = None,
         tags: tuple[str, ...] = (),
         name: str | None = None,
+        group: str = "lab",
     ) -> str:
         """Ask for a run; returns this session's id for it (its row).
 
-        ``tags`` and ``name`` go with the run into the run store (e.g. the starter model's).
+        ``tags`` and ``name`` go with the run into the run store (e.g. the starter model's);
+        ``group`` is the page whose row this is (each page lists its own).
 
         Attaches to an identical queued, running or finished run, or to a cached result in the
         store, before it ever queues a new computation.
@@ -137,13 +139,13 @@ class JobManager:
             self._check_open_locked()
             self._touch_locked(owner, None)
             self._reap_locked()
-            att = self._attach_existing_locked(key, owner, tags, name)
+            att = self._attach_existing_locked(key, owner, tags, name, group)
             if att is not None:
                 return att.id
         record = self._cached(key)  # disk I/O outside the lock
         with self._lock:
             self._check_open_locked()
-            att = self._attach_existing_locked(key, owner, tags, name)
+            att = self._attach_existing_locked(key, owner, tags, name, group)
             if att is not None:
                 return att.id
             if record is not None:
@@ -162,24 +164,24 @@ class JobManager:
                     name=name,
                 )
                 log.info("cache hit: key=%s %s", key, config.label())
-                return self._registry.attach(owner, run).id
+                return self._registry.attach(owner, run, group).id
             by_owner, by_client = self._registry.active_counts(owner, client)
             admission.check_capacity(by_owner, by_client, len(self._scheduler.queue), self.limits)
             run = self._registry.new_run(
                 key, config, requested_by=owner, client=client, tags=set(tags), name=name
             )
-            att = self._registry.attach(owner, run)
+            att = self._registry.attach(owner, run, group)
             self._scheduler.enqueue(run, owner)
             self._scheduler.dispatch()
             return att.id
 
     def _attach_existing_locked(
-        self, key: str, owner: str, tags: tuple[str, ...], name: str | None
+        self, key: str, owner: str, tags: tuple[str, ...], name: str | None, group: str
     ) -> Attachment | None:
         run = self._registry.reusable(key)
         if run is None:
             return None
-        att = self._registry.attach(owner, run)
+        att = self._registry.attach(owner, run, group)
         run.tags.update(tags)
         run.name = run.name or name
         if run.status == QUEUED:
@@ -196,12 +198,14 @@ class JobManager:
             return None
 
     # ---------------------------------------------------------------- reading
-    def snapshot(self, owner: str) -> tuple[JobSnapshot, ...]:
-        """The owner's rows in the order it asked for them."""
+    def snapshot(self, owner: str, group: str | None = None) -> tuple[JobSnapshot, ...]:
+        """The owner's rows (of one page's ``group``, or all) in the order it asked for them."""
         with self._lock:
             positions = self._scheduler.queue.positions()
             return tuple(
-                a.snapshot(positions.get(a.run)) for a in self._registry.attachments(owner)
+                a.snapshot(positions.get(a.run))
+                for a in self._registry.attachments(owner)
+                if group is None or a.group == group
             )
 
     def get(self, job_id: str, owner: str) -> JobSnapshot:

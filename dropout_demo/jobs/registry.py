@@ -57,6 +57,7 @@ class JobSnapshot:
     precision: str | None = None  # what training computed in ("fp32", "bf16"), once known
     detached: bool = False  # this session stopped watching; the run went on for others
     version: int = 0  # changes whenever anything above changes
+    group: str = "lab"  # which page's row this is ("lab", "sweep", "class")
 
     @property
     def is_terminal(self) -> bool:
@@ -117,6 +118,7 @@ class Attachment:
     run: Run
     seq: int
     created: float
+    group: str = "lab"
     frozen: JobSnapshot | None = None  # set when detached while the run goes on for others
 
     def snapshot(self, queue_position: int | None) -> JobSnapshot:
@@ -152,6 +154,7 @@ class Attachment:
             trained_at=run.trained_at,
             precision=run.precision,
             version=run.version,
+            group=self.group,
         )
 
 
@@ -189,9 +192,9 @@ class Registry:
         return None
 
     # ---------------------------------------------------------------- attachments
-    def attach(self, owner: str, run: Run) -> Attachment:
+    def attach(self, owner: str, run: Run, group: str = "lab") -> Attachment:
         for existing in self._by_owner.get(owner, {}).values():
-            if existing.run is run and existing.frozen is None:
+            if existing.run is run and existing.frozen is None and existing.group == group:
                 return existing  # asking twice for the same run gives the same row
         seq = next(self._seq)
         att = Attachment(
@@ -200,6 +203,7 @@ class Registry:
             run=run,
             seq=seq,
             created=time.time(),
+            group=group,
         )
         self._by_owner.setdefault(owner, {})[att.id] = att
         run.attached.add(owner)
@@ -237,11 +241,14 @@ class Registry:
         self._bound_idle()
 
     def prune_owner(self, owner: str) -> None:
-        """Keep at most ``keep_finished`` finished rows per owner (oldest go first)."""
+        """Keep at most ``keep_finished`` finished rows per owner and page (oldest go first),
+        so a 30-cell sweep does not push the Lab's rows out."""
         rows = self._by_owner.get(owner, {})
         finished = [a for a in rows.values() if a.frozen is not None or a.run.status in TERMINAL]
-        for att in finished[: max(0, len(finished) - self.keep_finished)]:
-            self.drop(att)
+        for group in {a.group for a in finished}:
+            mine = [a for a in finished if a.group == group]
+            for att in mine[: max(0, len(mine) - self.keep_finished)]:
+                self.drop(att)
 
     def active_owners(self) -> int:
         return sum(

@@ -160,7 +160,7 @@ def _run_my_cell(code: str, owner: str) -> None:
     manager = state.manager()
     try:
         room = classes().get(code)
-        _, results, _ = board_state(room, manager.snapshot(owner))
+        _, results, _ = board_state(room, manager.snapshot(owner, group="class"))
         room, cell = classes().claim(code, owner, finished=set(results))
     except ClassError as exc:
         _notify("error", str(exc))
@@ -169,7 +169,7 @@ def _run_my_cell(code: str, owner: str) -> None:
         _notify("info", "Every cell of this class is finished: the board below has them all.")
         return
     try:
-        manager.submit(cell.config, owner, client=state.client_address())
+        manager.submit(cell.config, owner, client=state.client_address(), group="class")
     except JobError as exc:
         _notify("error", str(exc))
         return
@@ -328,7 +328,7 @@ def board_panel(code: str, owner: str, present: bool) -> None:
     except ClassError as exc:
         st.error(str(exc))
         return
-    snaps = state.manager().snapshot(owner)
+    snaps = state.manager().snapshot(owner, group="class")
     cells, results, statuses = board_state(room, snaps)
     if not present:
         _my_cell(room, owner, snaps)

@@ -142,7 +142,7 @@ def _submit(configs: Sequence[TrainConfig], owner: str) -> None:
     client = state.client_address()
     for config in configs:
         try:
-            manager.submit(config, owner, client=client)
+            manager.submit(config, owner, client=client, group="lab")
         except JobError as exc:
             st.error(str(exc))
             return
@@ -398,7 +398,7 @@ def live_panel(owner: str, interval: float | None, waiting: bool = False) -> Non
     (``waiting``: the slow rate of a session whose runs only wait in the queue)."""
     started = time.perf_counter()
     state.touch(owner)  # an open page keeps its lease
-    snaps = state.manager().snapshot(owner)
+    snaps = state.manager().snapshot(owner, group="lab")
     if interval is not None and _poll_interval(snaps) is None:
         # Everything finished since the page was drawn: redraw the page once, without polling.
         st.rerun(scope="app")
@@ -489,14 +489,14 @@ def lab_view() -> None:
     if config is not None and start:
         _submit([config], owner)
     elif config is not None and compare:
-        todo = comparison_configs(config, manager.snapshot(owner))
+        todo = comparison_configs(config, manager.snapshot(owner, group="lab"))
         if todo:
             _submit(todo, owner)
         else:
             st.info("Both runs of this comparison are already in your table.")
 
     # Decide once per page run how often the live panel polls; never when nothing is active.
-    snaps = manager.snapshot(owner)
+    snaps = manager.snapshot(owner, group="lab")
     interval = _poll_interval(snaps)
     waiting = interval is not None and not any(s.status == "running" for s in snaps)
     st.fragment(run_every=interval)(live_panel)(owner, interval, waiting)

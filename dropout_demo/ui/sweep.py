@@ -314,7 +314,7 @@ def _submit_next(plan: dict, cells: Sequence[Cell], snaps: Sequence[JobSnapshot]
     while plan["pending"] and in_flight < IN_FLIGHT:
         index = plan["pending"][0]
         try:
-            manager.submit(by_index[index].config, owner, client=client)
+            manager.submit(by_index[index].config, owner, client=client, group="sweep")
         except JobError as exc:
             if any(w in str(exc) for w in ("already have", "already has", "queue is full")):
                 plan["note"] = f"Waiting for room in the queue: {exc}"
@@ -340,7 +340,7 @@ def _stop(owner: str, keys: set[str]) -> None:
     plan = st.session_state.get(_PLAN)
     if plan:
         plan["pending"] = []
-    for s in manager.snapshot(owner):
+    for s in manager.snapshot(owner, group="sweep"):
         if s.key in keys and not s.is_terminal:
             with contextlib.suppress(JobError):
                 manager.cancel(s.id, owner)
@@ -361,11 +361,11 @@ def sweep_panel(owner: str, grid: Grid, polling: bool) -> None:
     state.touch(owner)
     manager = state.manager()
     cells = grid.cells()
-    snaps = manager.snapshot(owner)
+    snaps = manager.snapshot(owner, group="sweep")
     plan = st.session_state.get(_PLAN)
     if plan is not None and plan["grid"] == grid and plan["pending"]:
         _submit_next(plan, cells, snaps, owner)
-        snaps = manager.snapshot(owner)
+        snaps = manager.snapshot(owner, group="sweep")
     keys = {cell_key(c): c.index for c in cells}
     by_index: dict[int, JobSnapshot] = {}
     for s in snaps:  # the newest row per cell
@@ -436,11 +436,11 @@ def sweep_view() -> None:
     _sync_url(grid)
     cells = grid.cells()
     if run:
-        results = results_of(cells, state.manager().snapshot(owner))
+        results = results_of(cells, state.manager().snapshot(owner, group="sweep"))
         todo = [c.index for c in cells if c.index not in results]
         st.session_state[_PLAN] = {"grid": grid, "pending": todo, "errors": {}}
     elif stop:
         _stop(owner, {cell_key(c) for c in cells})
 
-    polling = _active(grid, state.manager().snapshot(owner))
+    polling = _active(grid, state.manager().snapshot(owner, group="sweep"))
     st.fragment(run_every=POLL_SECONDS if polling else None)(sweep_panel)(owner, grid, polling)
