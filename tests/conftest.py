@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,30 @@ def mnist(mnist_dir):
 def _isolated_runs_dir(tmp_path_factory, monkeypatch):
     # No test may write into the user's real run store.
     monkeypatch.setenv("DROPOUT_DEMO_RUNS", str(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture
+def make_app_manager(monkeypatch):
+    """``make(**JobManager kwargs)``: a job manager the app's views use (short grace), shut
+    down after the test; fails the test if a training thread outlives it."""
+    from dropout_demo import jobs
+    from dropout_demo.jobs import manager as manager_module
+    from dropout_demo.ui import state
+
+    made = []
+
+    def make(**kwargs):
+        manager = jobs.JobManager(release_grace=0.05, **kwargs)
+        made.append(manager)
+        monkeypatch.setattr(manager_module, "_manager", manager)
+        state.manager.clear()
+        state.store.clear()
+        return manager
+
+    yield make
+    for manager in made:
+        manager.shutdown(timeout=120)
+    state.manager.clear()
+    state.store.clear()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
+    assert not alive, f"training threads left running: {alive}"

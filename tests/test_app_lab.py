@@ -12,7 +12,6 @@ from streamlit.testing.v1 import AppTest
 
 from dropout_demo import jobs
 from dropout_demo.config import PRESETS
-from dropout_demo.jobs import manager as manager_module
 from dropout_demo.runs import RunStore
 from dropout_demo.ui import lab, state
 
@@ -20,36 +19,10 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 60
 
 
-def use_manager(monkeypatch, manager: jobs.JobManager) -> None:
-    """Route the app's cached manager() (and a fresh run store) to this test's objects."""
-    monkeypatch.setattr(manager_module, "_manager", manager)
-    state.manager.clear()
-    state.store.clear()
-
-
 @pytest.fixture
-def make_manager(monkeypatch):
-    made = []
-
-    def make(**kwargs) -> jobs.JobManager:
-        manager = jobs.JobManager(release_grace=0.05, **kwargs)
-        made.append(manager)
-        use_manager(monkeypatch, manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.shutdown(timeout=TIMEOUT)
-    state.manager.clear()
-    state.store.clear()
-    alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
-    assert not alive, f"training threads left running: {alive}"
-
-
-@pytest.fixture
-def lab_manager(make_manager, mnist, monkeypatch):
+def lab_manager(make_app_manager, mnist, monkeypatch):
     monkeypatch.setenv(lab.TEST_PRESETS_ENV, "1")
-    return make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
+    return make_app_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
 
 
 def open_lab() -> AppTest:
@@ -82,8 +55,8 @@ def texts(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
 
 
-def test_app_opens_on_the_lab_without_exceptions(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_app_opens_on_the_lab_without_exceptions(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     at = open_lab()
     assert at.title[0].value.startswith("Lab")
     assert at.radio(key="lab_preset").value == "Overfitting lab"
@@ -140,8 +113,8 @@ def test_stop_cancels_a_running_run(lab_manager):
     assert at.button(key=f"lab_remove_{snap.id}")
 
 
-def test_invalid_custom_values_are_refused_with_a_message(make_manager):
-    manager = make_manager(data_provider=lambda: None)
+def test_invalid_custom_values_are_refused_with_a_message(make_app_manager):
+    manager = make_app_manager(data_provider=lambda: None)
     at = open_lab()
     at.radio(key="lab_preset").set_value("Custom").run()
     at.number_input(key="lab_train_size").set_value(0)
@@ -155,8 +128,8 @@ def test_invalid_custom_values_are_refused_with_a_message(make_manager):
     assert manager.snapshot(owner_of(at)) == ()
 
 
-def test_a_run_over_the_server_limit_is_refused_with_the_managers_reason(make_manager):
-    manager = make_manager(data_provider=lambda: None)
+def test_a_run_over_the_server_limit_is_refused_with_the_managers_reason(make_app_manager):
+    manager = make_app_manager(data_provider=lambda: None)
     at = open_lab()
     at.radio(key="lab_preset").set_value("Custom").run()
     at.number_input(key="lab_train_size").set_value(60_000)
@@ -167,11 +140,11 @@ def test_a_run_over_the_server_limit_is_refused_with_the_managers_reason(make_ma
     assert manager.snapshot(owner_of(at)) == ()
 
 
-def test_a_failed_run_shows_its_reason(make_manager):
+def test_a_failed_run_shows_its_reason(make_app_manager):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of paper")
 
-    manager = make_manager(data_provider=lambda: None, fit_fn=broken_fit)
+    manager = make_app_manager(data_provider=lambda: None, fit_fn=broken_fit)
     at = open_lab()
     at.button(key="lab_start").click().run()
     owner = owner_of(at)
@@ -193,7 +166,7 @@ def test_compare_pairs_the_run_with_p_zero_or_p_half():
     ]
 
 
-def test_compare_button_starts_both_runs_and_skips_one_already_there(make_manager):
+def test_compare_button_starts_both_runs_and_skips_one_already_there(make_app_manager):
     release = threading.Event()
 
     def waiting_fit(config, data, should_stop, **kwargs):
@@ -201,7 +174,7 @@ def test_compare_button_starts_both_runs_and_skips_one_already_there(make_manage
             pass
         raise RuntimeError("test over")
 
-    manager = make_manager(data_provider=lambda: None, fit_fn=waiting_fit, max_running=4)
+    manager = make_app_manager(data_provider=lambda: None, fit_fn=waiting_fit, max_running=4)
     at = open_lab()
     at.button(key="lab_start").click().run()
     at.button(key="lab_compare").click().run()
@@ -212,10 +185,10 @@ def test_compare_button_starts_both_runs_and_skips_one_already_there(make_manage
 
 
 def test_a_second_student_sees_the_shared_run_and_then_the_cached_result(
-    make_manager, mnist, monkeypatch
+    make_app_manager, mnist, monkeypatch
 ):
     monkeypatch.setenv(lab.TEST_PRESETS_ENV, "1")
-    manager = make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
+    manager = make_app_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
     first, second = open_lab(), open_lab()
     assert owner_of(first) != owner_of(second)
     for at in (first, second):
@@ -231,7 +204,7 @@ def test_a_second_student_sees_the_shared_run_and_then_the_cached_result(
 
     # A new process (new manager, same store): the same request is a cached result at once.
     manager.shutdown(timeout=TIMEOUT)
-    later = make_manager(data_provider=lambda: None, store=RunStore())
+    later = make_app_manager(data_provider=lambda: None, store=RunStore())
     third = open_lab()
     third.radio(key="lab_preset").set_value("Tiny (test)").run()
     third.button(key="lab_start").click().run()
@@ -242,7 +215,7 @@ def test_a_second_student_sees_the_shared_run_and_then_the_cached_result(
     assert later.stats()["trained"] == 0
 
 
-def test_the_live_panel_keeps_the_lease_of_an_open_page(make_manager, monkeypatch):
+def test_the_live_panel_keeps_the_lease_of_an_open_page(make_app_manager, monkeypatch):
     import inspect
 
     release = threading.Event()
@@ -252,7 +225,7 @@ def test_the_live_panel_keeps_the_lease_of_an_open_page(make_manager, monkeypatc
             pass
         raise RuntimeError("test over")
 
-    manager = make_manager(data_provider=lambda: None, fit_fn=waiting_fit)
+    manager = make_app_manager(data_provider=lambda: None, fit_fn=waiting_fit)
     at = open_lab()
     at.button(key="lab_start").click().run()
     owner = owner_of(at)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dropout_demo import jobs
 from dropout_demo.classes import Classes, p_choices
-from dropout_demo.jobs import manager as manager_module
 from dropout_demo.runs import RunStore
 from dropout_demo.sweeps import BASE_PRESETS, GRID_PRESETS, Grid
 from dropout_demo.ui import state, sweep
@@ -33,30 +30,9 @@ TIMEOUT = 120
 
 
 @pytest.fixture
-def make_manager(monkeypatch):
-    made = []
-
-    def make(**kwargs) -> jobs.JobManager:
-        manager = jobs.JobManager(release_grace=0.05, **kwargs)
-        made.append(manager)
-        monkeypatch.setattr(manager_module, "_manager", manager)
-        state.manager.clear()
-        state.store.clear()
-        return manager
-
-    yield make
-    for manager in made:
-        manager.shutdown(timeout=TIMEOUT)
-    state.manager.clear()
-    state.store.clear()
-    alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
-    assert not alive, f"training threads left running: {alive}"
-
-
-@pytest.fixture
-def tiny_manager(make_manager, mnist, monkeypatch):
+def tiny_manager(make_app_manager, mnist, monkeypatch):
     monkeypatch.setenv(sweep.TEST_PRESETS_ENV, "1")
-    return make_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
+    return make_app_manager(data_provider=lambda: mnist, max_running=2, store=RunStore())
 
 
 def open_page(script: str, query: dict[str, str] | None = None) -> AppTest:
@@ -91,8 +67,8 @@ def progress_text(at: AppTest) -> str:
     return " ".join(str(p.proto.text) for p in at.get("progress"))
 
 
-def test_the_sweep_page_opens_on_the_p_curve_and_puts_it_in_the_url(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_the_sweep_page_opens_on_the_p_curve_and_puts_it_in_the_url(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     at = open_page(SWEEP)
     assert at.text_input(key="sweep_ps").value == "0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
     assert at.text_input(key="sweep_seeds").value == "0, 1, 2"
@@ -108,8 +84,8 @@ def test_the_sweep_page_opens_on_the_p_curve_and_puts_it_in_the_url(make_manager
     assert at.info[0].value == "No finished runs yet."
 
 
-def test_a_link_restores_the_grid_and_edits_go_back_into_the_url(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_a_link_restores_the_grid_and_edits_go_back_into_the_url(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     grid = Grid(ps=(0.0, 0.5), seeds=(0, 1), sizes=(100, 300), base=BASE_PRESETS["seed"])
     at = open_page(SWEEP, grid.to_query())
     assert at.radio(key="sweep_kind").value == sweep.SIZE_KIND
@@ -132,8 +108,8 @@ def test_a_link_restores_the_grid_and_edits_go_back_into_the_url(make_manager):
     assert "0 of 2 cells finished" in progress_text(again)
 
 
-def test_a_bad_link_gives_a_readable_message(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_a_bad_link_gives_a_readable_message(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     at = open_page(SWEEP, {"p": "0,banana", "seeds": "-1"})
     message = at.error[0].value
     assert "can't be used" in message and "'banana' is not a number" in message
@@ -243,16 +219,16 @@ def test_a_student_runs_a_cell_and_it_lands_on_another_students_board(tiny_manag
     assert presenter.title[0].value == f"Class {room.code}"
 
 
-def test_a_wrong_class_code_is_a_message(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_a_wrong_class_code_is_a_message(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     at = open_page(CLASS, {"class": "NOPE1"})
     assert "not a class code" in at.error[0].value
     at = open_page(CLASS, {"class": "AAAAA"})
     assert "no class AAAAA" in at.error[0].value
 
 
-def test_coming_back_to_the_page_without_a_link_keeps_the_sessions_grid(make_manager):
-    make_manager(data_provider=lambda: None)
+def test_coming_back_to_the_page_without_a_link_keeps_the_sessions_grid(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
     at = open_page(TWO_PAGES)
     at.text_input(key="sweep_ps").input("0, 0.25").run()
     grid = Grid.from_query(dict(at.query_params))
@@ -270,9 +246,9 @@ def test_coming_back_to_the_page_without_a_link_keeps_the_sessions_grid(make_man
 
 
 def test_a_teacher_starts_a_class_on_the_page_and_a_student_joins_with_the_code(
-    make_manager, monkeypatch
+    make_app_manager, monkeypatch
 ):
-    make_manager(data_provider=lambda: None)
+    make_app_manager(data_provider=lambda: None)
     monkeypatch.setenv(sweep.TEST_PRESETS_ENV, "1")
     teacher = open_page(CLASS)
     teacher.radio(key="class_new_base").set_value("tiny").run()
@@ -312,8 +288,8 @@ def test_a_teacher_starts_a_class_on_the_page_and_a_student_joins_with_the_code(
     assert "class_edit_question" not in student_keys  # teacher tools for the teacher only
 
 
-def test_a_grid_too_large_for_the_server_is_refused_before_it_runs(make_manager):
-    manager = make_manager(data_provider=lambda: None)
+def test_a_grid_too_large_for_the_server_is_refused_before_it_runs(make_app_manager):
+    manager = make_app_manager(data_provider=lambda: None)
     at = open_page(SWEEP)
     at.radio(key="sweep_base").set_value("seed").run()
     at.number_input(key="sweep_epochs").set_value(30).run()
