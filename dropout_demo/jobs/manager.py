@@ -538,7 +538,17 @@ def get_manager() -> JobManager:
 
             _manager = JobManager(store=RunStore())
             _register_exit(_manager.shutdown)
+            # The first request's key needs the precision probe (a few training steps of each
+            # candidate): measure it now, in the background, not in a visitor's first click.
+            threading.Thread(target=_warm_up, name="dropout-warm-up", daemon=True).start()
         return _manager
+
+
+def _warm_up() -> None:
+    try:
+        run_key(TrainConfig())
+    except Exception:  # a broken probe shows up, with its reason, on the first real request
+        log.debug("warm-up of the run identity failed", exc_info=True)
 
 
 def _register_exit(fn: Callable[[], None]) -> None:
