@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import streamlit as st
 
@@ -15,6 +17,24 @@ PAGES = {
     "class": ("classroom", "class_view", "Class", ":material/groups:"),
 }
 DEFAULT_PAGE = "lab"
+
+# Training threads release the GIL inside every torch op and must take it back after each one;
+# with a class's script runs busy in Python, CPython's default 5 ms switch interval can make
+# each of those re-acquisitions wait up to 5 ms (bench/classroom_load.py measures it).
+SWITCH_INTERVAL_ENV = "DROPOUT_DEMO_SWITCH_INTERVAL"
+DEFAULT_SWITCH_INTERVAL = 0.001  # seconds
+
+
+def tune_interpreter() -> float:
+    """Set the interpreter's thread switch interval for a server shared by training threads."""
+    try:
+        interval = float(os.environ.get(SWITCH_INTERVAL_ENV, DEFAULT_SWITCH_INTERVAL))
+    except ValueError:
+        interval = DEFAULT_SWITCH_INTERVAL
+    interval = min(max(interval, 1e-4), 0.05)
+    if sys.getswitchinterval() != interval:
+        sys.setswitchinterval(interval)
+    return interval
 
 
 def _view(url_path: str):
@@ -42,5 +62,6 @@ def page(url_path: str) -> st.Page:
 
 
 def main() -> None:
+    tune_interpreter()
     st.set_page_config(page_title="Dropout Lab", page_icon=":material/blur_on:", layout="wide")
     st.navigation([page(name) for name in PAGES], position="top").run()
