@@ -292,7 +292,7 @@ def ablation(data, root: Path, rounds: int = 8, per_round: int = 15) -> list[tup
     subset_n = TrainConfig().epoch_eval_size
     for kernel in ("conv", "gemm"):
         model.conv1_kernel = kernel
-        for n, bs in ((10_000, 256), (10_000, 1000), (subset_n, 256)):
+        for n, bs in ((10_000, 64), (10_000, 256), (10_000, 1000), (subset_n, 256)):
             times = []
             for _ in range(3):
                 start = time.perf_counter()

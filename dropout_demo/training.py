@@ -39,7 +39,9 @@ TRAINING_VERSION = "2026.11.2"
 
 # The per-epoch evaluation subset is drawn with this seed, not the run's: every run evaluated on
 # the same evaluation set (all of them, with the default eval_size) watches the same images.
-EPOCH_EVAL_SEED = 12345
+# A 2,000-image subset's test loss sits about 0.02 (one sd) from the whole set's; the first seed
+# tried, 12345, drew an unusually easy subset (0.05-0.07 low on Overfitting-lab models).
+EPOCH_EVAL_SEED = 0
 
 OnEpoch = Callable[["EpochMetrics"], None]
 OnBatch = Callable[[int, int, int], None]
