@@ -143,24 +143,28 @@ class ProbeResult:
 PROBE_BATCH = 64
 PROBE_ROUNDS = 3  # timed steps per surviving plan, after one warm-up step
 # A plan whose warm-up step is this many times slower than the fastest warm-up is dropped
-# without timing it further (bfloat16 emulated in software is ~10x slower): it keeps the
-# probe well under a second where a plan is hopeless.
+# without timing it further: it keeps the probe short where a plan is hopeless.
 PROBE_DROP_FACTOR = 4.0
 
 _probe_lock = threading.Lock()
 _probe_cache: dict[str, ProbeResult] = {}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (else it emulates it, ~10x slower
+    than float32 here): only then is bf16 worth measuring. Having it does not make it faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def candidate_plans(device: torch.device) -> list[Plan]:
     """What the probe compares on ``device``: layouts, conv1 kernels and precisions."""
     fp32, bf16 = torch.float32, torch.bfloat16
     if device.type == "cpu":
-        return [
-            Plan(fp32, True, "gemm"),
-            Plan(fp32, True, "conv"),
-            Plan(fp32, False, "conv"),
-            Plan(bf16, True, "conv"),
-        ]
+        plans = [Plan(fp32, True, "gemm"), Plan(fp32, True, "conv"), Plan(fp32, False, "conv")]
+        return [*plans, Plan(bf16, True, "conv")] if cpu_has_bf16() else plans
     plans = [Plan(fp32, True), Plan(fp32, False)]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         plans += [Plan(bf16, True), Plan(bf16, False)]

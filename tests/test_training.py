@@ -286,6 +286,20 @@ def test_probe_measures_every_candidate_once_per_process(monkeypatch):
     assert "ms" in result.summary() and auto.describe() in result.summary()
 
 
+def test_bf16_is_a_cpu_candidate_only_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(training, "cpu_has_bf16", lambda native=native: native)
+        dtypes = {p.dtype for p in training.candidate_plans(cpu)}
+        assert dtypes == ({torch.float32, torch.bfloat16} if native else {torch.float32})
+    # asked for explicitly, bf16 still runs (emulated) where the probe did not measure it
+    monkeypatch.setattr(training, "_probe_cache", {})
+    monkeypatch.setattr(training, "run_probe", fake_probe({FP32_PLANS[1]: 1.0}))
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_plan("bf16", cpu).dtype == torch.bfloat16
+    assert resolve_plan("auto", cpu) == FP32_PLANS[1]
+
+
 def test_fit_reports_the_plan_it_used(mnist, monkeypatch):
     plan = Plan(torch.bfloat16, True, "conv")
     monkeypatch.setattr(training, "_probe_cache", {})
