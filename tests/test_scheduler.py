@@ -26,15 +26,25 @@ def test_owners_take_turns_and_keep_their_own_order():
     assert len(q) == 0 and q.pop() is None
 
 
-def test_a_shared_item_is_served_once_at_the_first_owners_turn():
+def test_a_shared_item_is_served_once_and_before_an_owners_own_items():
     q = FairQueue()
     q.push("a1", "a")
     q.push("a2", "a")
     q.push("b1", "b")
-    q.push("a2", "b")  # b waits for a2 too, behind its own b1
+    q.push("a2", "b")  # b waits for a2 too
     assert q.owners("a2") == ("a", "b")
-    assert q.order() == ["a1", "b1", "a2"]
-    assert drain(q) == ["a1", "b1", "a2"]
+    # At a's turn the run both wait for goes first: it serves two sessions at once.
+    assert q.order() == ["a2", "b1", "a1"]
+    assert drain(q) == ["a2", "b1", "a1"]
+
+
+def test_a_class_comparing_gets_the_shared_baseline_first():
+    q = FairQueue()
+    for student in range(30):
+        q.push(f"p{student % 10}", f"s{student}")  # their own p (10 distinct values)
+        q.push("p=0", f"s{student}")  # the baseline everyone compares with
+    assert q.order()[0] == "p=0"
+    assert len(q.order()) == 11
 
 
 def test_discarding_the_last_owner_removes_the_item():

@@ -1,9 +1,10 @@
 """Scheduling: a queue that is fair between sessions, the running cap, and dispatch.
 
 :class:`FairQueue` is a plain data structure: sessions with waiting runs take turns (round
-robin), each session's own runs go in the order it asked for them, and a run several sessions
-wait for is served at the turn of whichever of them comes first. :class:`Scheduler` adds the
-running cap and hands runs to an executor; the manager calls it under its lock.
+robin); at its turn a session gets the waiting run that the most sessions wait for, else its
+oldest; a run several sessions wait for is served at the turn of whichever of them comes
+first. :class:`Scheduler` adds the running cap and hands runs to an executor; the manager
+calls it under its lock.
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ class FairQueue(Generic[T]):
         self._order = None
 
     def pop(self) -> T | None:
-        """The next item: the first waiting item of the owner whose turn it is."""
+        """The next item: the owner whose turn it is gets its most wanted waiting item."""
         if not self._turns:
             return None
         owner = self._turns[0]
-        item = self._by_owner[owner][0]
+        item = self._pick(self._by_owner[owner], self._owners)
         self.remove(item)
         if owner in self._by_owner:  # still has items: to the back of the line
             self._turns.remove(owner)
@@ -86,17 +87,24 @@ class FairQueue(Generic[T]):
             while turns:
                 owner = turns.popleft()
                 queue = by_owner[owner]
-                while queue and queue[0] in seen:
-                    queue.popleft()
+                for gone in [i for i in queue if i in seen]:
+                    queue.remove(gone)
                 if not queue:
                     continue
-                item = queue.popleft()
+                item = self._pick(queue, self._owners)
+                queue.remove(item)
                 seen.add(item)
                 order.append(item)
                 if any(i not in seen for i in queue):
                     turns.append(owner)
             self._order = order
         return list(self._order)
+
+    @staticmethod
+    def _pick(queue: collections.deque[T], owners: dict[T, list[str]]) -> T:
+        # The item the most sessions wait for (a class's shared p = 0 baseline serves everyone
+        # at once), else the owner's oldest.
+        return max(queue, key=lambda item: len(owners[item]))
 
     def positions(self) -> dict[T, int]:
         """1-based place in :meth:`order` of every waiting item."""
