@@ -97,6 +97,7 @@ class JobManager:
         self._hooks: list[FinishedHook] = []
         self._save_lock = threading.Lock()  # a double click saves one run, not two
         self._closed = False
+        self._holding = 0  # submit_many in progress: queue now, start together at its end
         self.trained = 0  # computations started in this process (cache hits not counted)
 
     # ---------------------------------------------------------------- configuration
@@ -172,8 +173,35 @@ class JobManager:
             )
             att = self._registry.attach(owner, run, group)
             self._scheduler.enqueue(run, owner)
-            self._scheduler.dispatch()
+            if not self._holding:
+                self._scheduler.dispatch()
             return att.id
+
+    def submit_many(
+        self,
+        configs: list[TrainConfig],
+        owner: str,
+        client: str | None = None,
+        group: str = "lab",
+    ) -> list[str]:
+        """Ask for several runs at once (e.g. a comparison); returns their row ids.
+
+        All are queued before any starts, so the first does not take every core only to share
+        them a moment later. A refusal raises :class:`JobError` after the runs before it were
+        queued; those are started all the same.
+        """
+        ids: list[str] = []
+        with self._lock:
+            self._holding += 1
+        try:
+            for config in configs:
+                ids.append(self.submit(config, owner, client=client, group=group))
+        finally:
+            with self._lock:
+                self._holding -= 1
+                if not self._holding and not self._closed:
+                    self._scheduler.dispatch()
+        return ids
 
     def _attach_existing_locked(
         self, key: str, owner: str, tags: tuple[str, ...], name: str | None, group: str

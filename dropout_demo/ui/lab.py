@@ -138,14 +138,12 @@ def comparison_configs(config: TrainConfig, snaps: Sequence[JobSnapshot]) -> lis
 
 
 def _submit(configs: Sequence[TrainConfig], owner: str) -> None:
-    manager = state.manager()
-    client = state.client_address()
-    for config in configs:
-        try:
-            manager.submit(config, owner, client=client, group="lab")
-        except JobError as exc:
-            st.error(str(exc))
-            return
+    try:
+        state.manager().submit_many(
+            list(configs), owner, client=state.client_address(), group="lab"
+        )
+    except JobError as exc:
+        st.error(str(exc))
 
 
 # ---------------------------------------------------------------------------- runs table
