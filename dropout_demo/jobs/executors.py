@@ -35,6 +35,7 @@ class Outcome:
     metrics: list[EpochMetrics] | None  # the run's final metrics, when training returned
     precision: str | None = None
     device: str | None = None
+    plan: str | None = None  # precision, memory format, kernels: what the probe picked
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def run_fit(fit_fn: Callable[..., FitResult], data: Any, task: RunTask) -> Outco
             list(result.metrics),
             getattr(result, "precision", None),
             getattr(result, "device", None),
+            getattr(result, "plan", None) or None,
         )
     except Exception as exc:
         log.warning("training run %s failed", task.name, exc_info=True)

@@ -489,6 +489,7 @@ class JobManager:
                 run.metrics = tuple(outcome.metrics)
                 run.epoch = len(run.metrics)
             run.precision = outcome.precision or run.precision
+            run.plan = outcome.plan or run.plan
             self._finish_locked(run, outcome.status, outcome.error, outcome.model)
             self._scheduler.finished(run)
             if not self._closed:
@@ -521,7 +522,11 @@ class JobManager:
                     log.warning("a finished-run hook failed", exc_info=True)
 
     def _save(self, run: Run, model: SimpleCNN, store: Any) -> Any:
-        info = {"precision": run.precision, "train_seconds": round(run.elapsed(), 3)}
+        info = {
+            "precision": run.precision,
+            "plan": run.plan,
+            "train_seconds": round(run.elapsed(), 3),
+        }
         return store.save(
             run.config,
             run.metrics,

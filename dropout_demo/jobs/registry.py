@@ -88,6 +88,7 @@ class Run:
     cached: bool = False
     trained_at: float | None = None
     precision: str | None = None
+    plan: str | None = None
     requested_by: str = ""  # the owner whose request made it compute (admission counts it)
     client: str | None = None
     threads: int = 0

@@ -257,7 +257,11 @@ def _run_cell(s: JobSnapshot, colour: str) -> str:
 def _progress_cell(s: JobSnapshot) -> str:
     """A bar within the epoch, which epoch, test accuracy and time: one element, not five."""
     value, text = _progress(s)
-    acc = f"test acc. {s.metrics[-1].test_acc:.1%}" if s.metrics else "test acc. —"
+    acc = "test acc. —"
+    if s.metrics:
+        last = s.metrics[-1]
+        on = f" on {last.test_images:,} images" if getattr(last, "test_images", 0) else ""
+        acc = f"test acc. {last.test_acc:.1%}{on}"
     elapsed = _elapsed(s.elapsed) if s.started else "—"
     bar = (
         '<div style="height:0.35rem;border-radius:0.2rem;background:rgba(128,128,128,0.25)">'
