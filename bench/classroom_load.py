@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import html
 import json
 import os
 import re
@@ -345,13 +346,31 @@ def _is_row_block(node: Node | None) -> bool:
     return kind == "flex_container" and node.block.flex_container.direction == 2  # HORIZONTAL
 
 
+_HTML_ROW = re.compile(r'<tr data-status="[^"]*">(.*?)</tr>', re.S)
+_HTML_CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.S)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _cell_text(cell: str) -> str:
+    return html.unescape(_TAGS.sub(" ", cell)).split("  ")[0].strip()
+
+
 def table_rows(client: StClient) -> list[Row]:
-    """The runs table: each horizontal block (st.columns row) holding a markdown cell whose
-    text starts with a status word (queued/running/done/stopped/failed/diverged)."""
+    """The runs table. Today's Lab draws it as one HTML element, a ``<tr data-status=…>`` per
+    run whose second cell is the status text; earlier Labs drew a horizontal block (st.columns
+    row) per run holding a markdown cell whose text starts with the status word. Both read."""
     rows: dict[tuple[int, ...], Row] = {}
     nodes = client.page.nodes
     for node in client.page:
-        if node.kind != "markdown" or not STATUS.match(node.text):
+        if node.kind != "markdown":
+            continue
+        if "<tr data-status=" in node.text:
+            for i, match in enumerate(_HTML_ROW.finditer(node.text)):
+                cells = [_cell_text(c) for c in _HTML_CELL.findall(match.group(1))]
+                if len(cells) >= 2:
+                    rows[(*node.path, i)] = Row((*node.path, i), cells[1], cells)
+            continue
+        if not STATUS.match(node.text):
             continue
         for cut in range(len(node.path) - 1, 0, -1):
             if _is_row_block(nodes.get(node.path[:cut])):
@@ -362,6 +381,13 @@ def table_rows(client: StClient) -> list[Row]:
                     rows[row_path] = Row(row_path, node.text, texts)
                 break
     return list(rows.values())
+
+
+def is_row(node: Node) -> bool:
+    """A markdown element that is (or holds) a row of the runs table."""
+    return node.kind == "markdown" and (
+        "<tr data-status=" in node.text or bool(STATUS.match(node.text))
+    )
 
 
 def loss_points(node: Node) -> int:
@@ -446,7 +472,7 @@ async def student_session(
             return
         now = time.monotonic()
         if node is not None and node.element is not None:
-            if s.first_row_s is None and node.kind == "markdown" and STATUS.match(node.text):
+            if s.first_row_s is None and is_row(node):
                 s.first_row_s = now - clicked
             if s.first_point_s is None and node.key == "lab_loss_chart" and loss_points(node):
                 s.first_point_s = now - clicked

@@ -243,19 +243,19 @@ def _file_stem(s: JobSnapshot) -> str:
     return f"dropout-p{c.p:.2f}-{c.train_size}img-{c.epochs}ep-seed{c.seed}"
 
 
-WIDTHS = [2.4, 2.2, 2.2, 0.9, 0.7, 0.9]
+ACTION_WIDTHS = [3.0, 1.0, 0.8, 1.0, 3.2]
+_CELL = "padding:0.35rem 0.6rem 0.35rem 0;vertical-align:middle"
 
 
-def _run_cell(s: JobSnapshot, colour: str) -> str:
-    swatch = (
-        f'<span style="display:inline-block;width:0.9rem;height:0.9rem;border-radius:3px;'
+def _swatch(colour: str) -> str:
+    return (
+        '<span style="display:inline-block;width:0.9rem;height:0.9rem;border-radius:3px;'
         f'background:{colour};vertical-align:-0.1rem;margin-right:0.4rem"></span>'
     )
-    return f"{swatch}**{html.escape(s.name)}**  \n:gray[{_details(s)}]"
 
 
 def _progress_cell(s: JobSnapshot) -> str:
-    """A bar within the epoch, which epoch, test accuracy and time: one element, not five."""
+    """A bar within the epoch, which epoch, test accuracy and time."""
     value, text = _progress(s)
     acc = "test acc. —"
     if s.metrics:
@@ -271,25 +271,65 @@ def _progress_cell(s: JobSnapshot) -> str:
     return f'{bar}<span style="font-size:0.85rem">{text} · {acc} · {elapsed}</span>'
 
 
-def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
-    # Every element is a cost on each tick of every session: three text cells and the buttons.
+def runs_table_html(snaps: Sequence[JobSnapshot], colours: dict[str, str]) -> str:
+    """The runs table as one element: a class's every tick pays for one message, not dozens.
+
+    Each row carries ``data-status`` (queued, running, done, stopped, …) for tools that read
+    the page, and its status text starts with the same word.
+    """
+    rows = []
     for s in snaps:
-        cols = st.columns(WIDTHS, vertical_alignment="center")
-        cols[0].markdown(_run_cell(s, colours[s.id]), unsafe_allow_html=True)
-        cols[1].markdown(_status(s))
-        cols[2].markdown(_progress_cell(s), unsafe_allow_html=True)
+        status = _status(s)
+        rows.append(
+            f'<tr data-status="{html.escape(status.split(" ")[0])}">'
+            f'<td style="{_CELL}">{_swatch(colours[s.id])}<b>{html.escape(s.name)}</b><br>'
+            f'<span style="opacity:0.65;font-size:0.85rem">{html.escape(_details(s))}</span></td>'
+            f'<td style="{_CELL}">{html.escape(status)}</td>'
+            f'<td style="{_CELL};min-width:14rem">{_progress_cell(s)}</td></tr>'
+        )
+    return (
+        '<table style="width:100%;border-collapse:collapse;border:none">'
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _actions_signature(snaps: Sequence[JobSnapshot]) -> tuple:
+    """What the page-level buttons depend on; when it changes the page is drawn again."""
+    return tuple(
+        (s.id, s.is_terminal or s.detached, s.has_model, bool(s.metrics), s.stop_requested)
+        for s in snaps
+    )
+
+
+def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
+    """Stop or Remove, and the downloads, for each run: drawn with the page, not every tick
+    (the live panel redraws the page when one of these must change)."""
+    for s in snaps:
+        cols = st.columns(ACTION_WIDTHS, vertical_alignment="center")
+        cols[0].markdown(f"{_swatch(colours[s.id])}{html.escape(s.name)}", unsafe_allow_html=True)
         if s.status in TERMINAL or s.detached:
-            cols[3].button("Remove", key=f"lab_remove_{s.id}", on_click=_remove, args=(s.id, owner))
+            cols[1].button("Remove", key=f"lab_remove_{s.id}", on_click=_remove, args=(s.id, owner))
         else:
-            cols[3].button(
+            cols[1].button(
                 "Stop",
                 key=f"lab_stop_{s.id}",
                 on_click=_stop,
                 args=(s.id, owner),
                 disabled=s.stop_requested,
             )
+        if s.metrics:
+            cols[2].download_button(
+                "CSV",
+                data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
+                file_name=f"{_file_stem(s)}.csv",
+                mime="text/csv",
+                key=f"lab_csv_{s.id}",
+                on_click="ignore",
+                help="Per-epoch metrics (as far as the run has got when the page was drawn)",
+            )
         if s.has_model:
-            cols[5].download_button(
+            cols[3].download_button(
                 "Weights",
                 data=lambda job_id=s.id: _weights(job_id, owner),
                 file_name=f"{_file_stem(s)}.pt",
@@ -298,18 +338,6 @@ def runs_table(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str
                 on_click="ignore",
                 help="PyTorch checkpoint: config + state_dict",
             )
-        if s.metrics:
-            cols[4].download_button(
-                "CSV",
-                data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
-                file_name=f"{_file_stem(s)}.csv",
-                mime="text/csv",
-                key=f"lab_csv_{s.id}",
-                on_click="ignore",
-                help="Per-epoch metrics",
-            )
-        if s.status in ("failed", "diverged") and s.error:
-            st.error(f"{s.name} {s.status}: {s.error}", icon=":material/error:")
 
 
 # ---------------------------------------------------------------------------- charts
@@ -395,9 +423,12 @@ def _poll_interval(snaps: Sequence[JobSnapshot]) -> float | None:
     return poll_interval(snaps, state.manager().active_owners())
 
 
-def live_panel(owner: str, interval: float | None, waiting: bool = False) -> None:
+def live_panel(
+    owner: str, interval: float | None, waiting: bool = False, actions: tuple | None = None
+) -> None:
     """The runs table, the charts and the reading: re-run alone every ``interval`` seconds
-    (``waiting``: the slow rate of a session whose runs only wait in the queue)."""
+    (``waiting``: the slow rate of a session whose runs only wait in the queue; ``actions``:
+    the buttons the page drew, see :func:`run_actions`)."""
     started = time.perf_counter()
     state.touch(owner)  # an open page keeps its lease
     snaps = state.manager().snapshot(owner, group="lab")
@@ -411,10 +442,16 @@ def live_panel(owner: str, interval: float | None, waiting: bool = False) -> Non
     if notice:
         (st.error if notice[0] == "error" else st.success)(notice[1])
 
+    if actions is not None and _actions_signature(snaps) != actions:
+        st.rerun(scope="app")  # a run can now be removed or downloaded: redraw its buttons
+
     colours = _colours(snaps)
     st.subheader("Runs")
     if snaps:
-        runs_table(snaps, colours, owner)
+        st.markdown(runs_table_html(snaps, colours), unsafe_allow_html=True)
+        for s in snaps:
+            if s.status in ("failed", "diverged") and s.error:
+                st.error(f"{s.name} {s.status}: {s.error}", icon=":material/error:")
     else:
         st.caption("No runs yet: choose the settings above and start one.")
 
@@ -501,6 +538,10 @@ def lab_view() -> None:
     snaps = manager.snapshot(owner, group="lab")
     interval = _poll_interval(snaps)
     waiting = interval is not None and not any(s.status == "running" for s in snaps)
-    st.fragment(run_every=interval)(live_panel)(owner, interval, waiting)
+    actions = _actions_signature(snaps)
+    st.fragment(run_every=interval)(live_panel)(owner, interval, waiting, actions)
+    if snaps:
+        with st.expander("Stop, remove or download a run", expanded=True):
+            run_actions(snaps, _colours(snaps), owner)
 
     _learn_links()
