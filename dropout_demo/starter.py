@@ -143,7 +143,11 @@ def ensure_default_model(store, manager, *, retry: bool = False) -> StarterStatu
     with _starter.lock:
         status = _starter.status
         if status.state == "ready":
-            # It was saved, then deleted from the store: train it again.
+            # Saved while this caller waited for the lock (its look above came too early), or
+            # saved and since deleted from the store: then train it again.
+            record = find_starter(store)
+            if record is not None:
+                return StarterStatus("ready", run_id=record.id)
             status = _starter.status = StarterStatus("idle")
         if status.state == "failed" and not retry:
             return status

@@ -159,3 +159,26 @@ def test_progress_lines():
         "Training a starter model: epoch 1/2 (40% of the epoch)…"
     )
     assert "position 3" in starter.StarterStatus("queued", queue_position=3).describe()
+
+
+def test_a_caller_whose_look_came_before_the_save_does_not_train_again(
+    mnist, tmp_path, monkeypatch
+):
+    # Under load: a caller finds no starter, then waits for the lock while the finished run is
+    # saved and marked ready. It must see the saved model, not conclude it was deleted.
+    store = RunStore(tmp_path)
+    manager = CountingManager(data_provider=lambda: mnist)
+    run_id = wait_ready(store, manager).run_id
+    assert len(manager.submitted) == 1
+    real_find = starter.find_starter
+    looks = []
+
+    def too_early(s):
+        looks.append(s)
+        return None if len(looks) == 1 else real_find(s)
+
+    monkeypatch.setattr(starter, "find_starter", too_early)
+    status = starter.ensure_default_model(store, manager)
+    assert status.ready and status.run_id == run_id
+    assert len(manager.submitted) == 1
+    manager.shutdown()
