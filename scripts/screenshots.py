@@ -47,7 +47,8 @@ def main() -> None:
             page.goto(url)
 
             started = time.monotonic()
-            flow.start_run(page, "Overfitting lab", compare=True)  # p = 0.5 and p = 0
+            overfit = "p=0.50 · 1,000 imgs · 30 ep"
+            flow.start_run(page, "Overfitting lab", overfit, compare=True)  # p = 0.5 and p = 0
             flow.wait_for_runs(page, 2, 30, timeout_s=args.timeout)
             print(f"two Overfitting-lab runs done in {time.monotonic() - started:.0f} s")
             page.wait_for_timeout(2500)  # the fragment's last redraw
