@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from apptest_helpers import owner_of, wait_until
 from streamlit.testing.v1 import AppTest
 
 from dropout_demo import jobs
@@ -29,17 +29,6 @@ def open_lab() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
     return at
-
-
-def owner_of(at: AppTest) -> str:
-    return at.session_state["dropout_lab_owner"]
-
-
-def wait_until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def chart_specs(at: AppTest) -> dict[str, dict]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import pytest
+from apptest_helpers import owner_of, wait_until
 from streamlit.testing.v1 import AppTest
 
 from dropout_demo.classes import Classes, p_choices
@@ -42,17 +42,6 @@ def open_page(script: str, query: dict[str, str] | None = None) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def owner_of(at: AppTest) -> str:
-    return at.session_state["dropout_lab_owner"]
-
-
-def wait_until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def chart_titles(at: AppTest) -> dict[str, dict]:
