@@ -251,3 +251,20 @@ def test_the_live_panel_polls_fast_while_training_slowly_while_waiting_never_whe
     assert lab.poll_interval(running, pollers=1) == lab.POLL_SECONDS
     assert lab.poll_interval(running, pollers=int(3 * budget)) == 3.0
     assert lab.poll_interval([snap("queued")], pollers=int(3 * budget)) == 6.0
+
+
+def test_a_stale_remove_button_for_a_row_already_gone_says_nothing(make_app_manager, mnist):
+    manager = make_app_manager(data_provider=lambda: mnist, store=RunStore())
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Custom").run()
+    at.number_input(key="lab_train_size").set_value(256)
+    at.number_input(key="lab_epochs").set_value(1).run()
+    at.button(key="lab_start").click().run()
+    (snap,) = manager.snapshot(owner_of(at))
+    wait_until(lambda: manager.get(snap.id, owner_of(at)).is_terminal)
+    at.run()
+    button = at.button(key=f"lab_remove_{snap.id}")
+    manager.remove(snap.id, owner_of(at))  # gone meanwhile (another tab, say)
+    button.click().run()
+    assert not at.exception
+    assert not any("No such run" in e.value for e in at.error)

@@ -205,7 +205,15 @@ def _notify(kind: str, text: str) -> None:
     st.session_state[_NOTICE_KEY] = (kind, text)
 
 
+def _gone(job_id: str, owner: str) -> bool:
+    # The buttons are drawn with the page, so a click can come a tick after its row has gone
+    # (removed in another tab, forgotten after a grace): nothing left to do, nothing to say.
+    return all(s.id != job_id for s in state.manager().snapshot(owner))
+
+
 def _stop(job_id: str, owner: str) -> None:
+    if _gone(job_id, owner):
+        return
     try:
         state.manager().cancel(job_id, owner)
     except JobError as exc:
@@ -213,6 +221,8 @@ def _stop(job_id: str, owner: str) -> None:
 
 
 def _remove(job_id: str, owner: str) -> None:
+    if _gone(job_id, owner):
+        return
     try:
         state.manager().remove(job_id, owner)
     except JobError as exc:
