@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -140,8 +141,6 @@ class ThreadExecutor:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for every run thread (the caller has asked them to stop)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self.threads():
             if thread is threading.current_thread():

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,8 +49,6 @@ FinishedHook = Callable[[JobSnapshot, SimpleCNN | None], None]
 
 
 def available_cores() -> int:
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

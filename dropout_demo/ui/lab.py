@@ -406,8 +406,12 @@ def _frozen(fig: go.Figure) -> _FrozenFigure:
     return frozen
 
 
-def _content_key(series: Sequence[charts.Series]) -> tuple:
-    return tuple((r.name, r.colour, r.epochs, r.metrics) for r in series)
+def _content_key(snaps: Sequence[JobSnapshot], series: Sequence[charts.Series]) -> tuple:
+    # A run's key and epoch count pin its metrics: no need to hash every epoch on every tick.
+    return tuple(
+        (r.name, r.colour, r.epochs, s.key, len(r.metrics))
+        for s, r in zip(snaps, series, strict=True)
+    )
 
 
 def tick_budget() -> float:
@@ -466,7 +470,7 @@ def live_panel(
         st.caption("No runs yet: choose the settings above and start one.")
 
     series = chart_series(snaps, colours)
-    content = _content_key(series)
+    content = _content_key(snaps, series)
     views = plot_views(CHART_KEYS, key="lab_chart_views")
 
     def chart(build, key: str) -> None:
