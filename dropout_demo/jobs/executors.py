@@ -8,6 +8,7 @@ distributed executor (Ray) implements the same ``start``/``shutdown`` and calls 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,34 @@ from ..training import EpochMetrics, FitResult
 log = logging.getLogger(__name__)
 
 THREAD_PREFIX = "dropout-job-"
+# Training threads run at a lower CPU priority than the server's own threads (Linux nice, per
+# thread), so a page refresh is not queued behind training on a busy machine; training still
+# takes every cycle the pages leave. 0 turns it off.
+NICE_ENV = "DROPOUT_DEMO_TRAIN_NICE"
+DEFAULT_NICE = 10
+
+
+def training_nice() -> int:
+    try:
+        return min(19, max(0, int(os.environ.get(NICE_ENV, DEFAULT_NICE))))
+    except ValueError:
+        return DEFAULT_NICE
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Raise the calling thread's nice value by ``nice`` (Linux: per thread; its torch worker
+    threads created later inherit it). Returns whether it was applied."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+    except OSError:
+        return False
+    return True
+
+
 DONE, CANCELLED, FAILED, DIVERGED = "done", "cancelled", "failed", "diverged"
 
 
@@ -119,6 +148,7 @@ class ThreadExecutor:
     def _work(self, task: RunTask) -> None:
         outcome = Outcome(FAILED, "the run stopped unexpectedly", None, None)
         try:
+            lower_thread_priority(training_nice())
             # torch's intra-op thread count belongs to the calling thread: set once, here.
             torch.set_num_threads(task.threads)
             try:
