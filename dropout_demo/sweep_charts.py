@@ -254,10 +254,11 @@ def figures_for(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> dic
     }
 
 
-def for_projector(fig: go.Figure | dict, height: int) -> dict[str, Any]:
+def for_projector(fig: go.Figure | dict, height: int) -> go.Figure:
     """A copy of ``fig`` (figure or its dict) readable from the back of a room: taller, with
     large titles, ticks and legend (set per element: a chart theme's template would override a
-    plain ``layout.font``)."""
+    plain ``layout.font``). A figure, not a dict: ``st.plotly_chart`` refuses a dict without
+    traces (a board before its first finished cell)."""
     d = fig.to_dict() if isinstance(fig, go.Figure) else copy.deepcopy(fig)
     layout = d.setdefault("layout", {})
     layout["height"] = height
@@ -272,4 +273,4 @@ def for_projector(fig: go.Figure | dict, height: int) -> dict[str, Any]:
     for trace in d.get("data", []):
         if trace.get("type") == "bar":
             trace["textfont"] = {"size": 22}
-    return d
+    return go.Figure(d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 
 from dropout_demo import sweep_charts
 from dropout_demo.config import TrainConfig
@@ -93,10 +94,21 @@ def test_guess_histogram_counts_each_choice_and_marks_the_answer():
 def test_projector_copies_are_larger_and_leave_the_original_alone():
     cells = Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE).cells()
     fig = sweep_charts.loss_vs_p_figure(cells, {0: result(0.3)})
-    big = sweep_charts.for_projector(fig, 500)
+    big = sweep_charts.for_projector(fig, 500).to_dict()
     assert big["layout"]["height"] == 500
     assert big["layout"]["xaxis"]["tickfont"]["size"] >= 18
     assert big["layout"]["title"]["text"] == "Test loss against p"
     assert fig.layout.height == 360 and fig.layout.xaxis.tickfont.size is None
     bars = sweep_charts.for_projector(sweep_charts.guesses_figure(["a"], {"a": 2}), 400)
-    assert bars["data"][0]["textfont"]["size"] >= 18
+    assert bars.to_dict()["data"][0]["textfont"]["size"] >= 18
+
+
+def test_a_projector_copy_of_an_empty_board_can_be_drawn():
+    # Before the first cell finishes the board's charts have no traces; st.plotly_chart
+    # refused the dict this used to return (seen in bench/class_grid.py's smoke run).
+    import plotly.tools
+
+    empty = sweep_charts.loss_vs_p_figure(Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE).cells(), {})
+    big = sweep_charts.for_projector(empty, 420)
+    assert isinstance(big, go.Figure) and big.layout.height == 420
+    assert plotly.tools.return_figure_from_figure_or_data(big, validate_figure=True) is not None
