@@ -270,8 +270,15 @@ def streamlit_command(app_dir: Path, port: int, extra: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def app_server(app_dir: Path, work: Path, extra: list[str], timeout: float = 90.0):
-    """A fresh server with an empty run store in ``work``; stopped by its PID on exit."""
+def app_server(
+    app_dir: Path,
+    work: Path,
+    extra: list[str],
+    timeout: float = 90.0,
+    env_extra: dict[str, str] | None = None,
+):
+    """A fresh server with an empty run store in ``work``; stopped by its PID on exit
+    (``env_extra``: environment settings of this server only, e.g. an A/B variant)."""
     hook = work / "hook"
     hook.mkdir(parents=True, exist_ok=True)
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -283,6 +290,7 @@ def app_server(app_dir: Path, work: Path, extra: list[str], timeout: float = 90.
         PYTHONPATH=os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")])),
         STREAMLIT_SERVER_ADDRESS="127.0.0.1",  # loopback only; everything else as `make run`
     )
+    env.update(env_extra or {})
     port = free_port()
     command = streamlit_command(app_dir, port, extra)
     log_path = work / "server.log"
@@ -568,10 +576,12 @@ async def settle_threads(sampler: ProcSampler, target: int, limit: float) -> flo
     return time.monotonic() - start
 
 
-async def run_phase(label: str, ps: list[float], args, work: Path) -> Phase:
+async def run_phase(
+    label: str, ps: list[float], args, work: Path, env_extra: dict[str, str] | None = None
+) -> Phase:
     extra = list(args.extra_flag or [])
     with (
-        app_server(args.app_dir, work, extra) as server,
+        app_server(args.app_dir, work, extra, env_extra=env_extra) as server,
         ProcSampler(server.pid) as sampler,
         HealthProbe(server.url) as probe,
     ):
@@ -718,6 +728,13 @@ def main() -> None:
         metavar="FLAG",
         help="passed to `streamlit run`, e.g. --extra-flag=--runner.postScriptGC=false",
     )
+    parser.add_argument(
+        "--also-env",
+        action="append",
+        metavar="NAME=VALUE",
+        help="run the class once more on a server with this environment setting, as another "
+        "column (A/B in one invocation), e.g. --also-env DROPOUT_DEMO_TRAIN_NICE=0",
+    )
     parser.add_argument("--no-lone", action="store_true", help="skip the lone student")
     parser.add_argument("--app-dir", type=Path, default=REPO, help="where app.py is")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -735,15 +752,27 @@ def main() -> None:
         lone_p = round(round(float(args.p) / 0.05) * 0.05, 2)
         class_ps = [lone_p] * args.students
 
+    variants: list[dict[str, str]] = []
+    for item in args.also_env or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--also-env wants NAME=VALUE, got {item!r}")
+        variants.append({name: value})
+
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="classroom_load_") as tmp:
-        plan = [] if args.no_lone else [("lone student", [lone_p])]
-        plan.append((f"class of {args.students}", class_ps))
+        plan: list[tuple[str, list[float], dict[str, str] | None]] = []
+        if not args.no_lone:
+            plan.append(("lone student", [lone_p], None))
+        plan.append((f"class of {args.students}", class_ps, None))
+        for env in variants:
+            ((name, value),) = env.items()
+            plan.append((f"class, {name.removeprefix('DROPOUT_DEMO_')}={value}", class_ps, env))
         try:
-            for i, (label, ps) in enumerate(plan):
+            for i, (label, ps, env) in enumerate(plan):
                 print(f"{label}: starting a fresh server ...", flush=True)
                 work = Path(tmp, f"phase{i}")
-                phases.append(asyncio.run(run_phase(label, ps, args, work)))
+                phases.append(asyncio.run(run_phase(label, ps, args, work, env)))
                 if args.keep_logs:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
                     shutil.copy(work / "server.log", args.keep_logs / f"server-phase{i}.log")
