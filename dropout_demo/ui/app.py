@@ -1,4 +1,4 @@
-"""The app's frame: page config and navigation between the Lab, Draw and Learn views."""
+"""The app's frame: page config and navigation between the app's views (``PAGES``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ PAGES = {
     "lab": ("lab", "lab_view", "Lab", ":material/science:"),
     "draw": ("draw", "draw_view", "Draw", ":material/draw:"),
     "learn": ("learn", "learn_view", "Learn", ":material/school:"),
+    "inside": ("inside", "inside_view", "Inside", ":material/neurology:"),
     "sweep": ("sweep", "sweep_view", "Sweep", ":material/stacked_line_chart:"),
     "class": ("classroom", "class_view", "Class", ":material/groups:"),
 }

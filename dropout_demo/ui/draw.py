@@ -502,3 +502,7 @@ def draw_view() -> None:
             if len(picked) > 1:
                 st.markdown(f"**{choice.label.split(' · ', 1)[-1]}**")
             pass_panel(model, x, None if pass_seed is None else pass_seed + i, f"pass_{i}")
+
+    from .probe_panel import probe_panel  # imported here: it imports this module
+
+    probe_panel(owner, picked, drawing)
