@@ -4,6 +4,10 @@ A run is a :class:`Series` (name, colour, per-epoch metrics). Each chart sets a 
 ``layout.uirevision``; since ``st.plotly_chart`` remounts a changed figure, that alone does not
 keep a user's zoom and legend choices through live redraws: :func:`apply_view` re-applies the
 view that ``dropout_demo/ui/plot_view.py`` reports.
+
+Made to be read from the back of a room: each run's latest test value is written at the end of
+its line, and a long run's loss and accuracy axes open on the later epochs (:func:`focus_range`)
+instead of on the first ones, whose loss of ~2 would squash 0.15 against 0.22.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ class Series(NamedTuple):
 
 
 FINAL_SYMBOL = "diamond"
+# A run planned this long (or longer) gets axes that open on its later epochs: its first fifth,
+# where the loss falls from ~2.3, would otherwise own the scale.
+FOCUS_MIN_EPOCHS = 8
+FOCUS_NOTE = "y axis fitted to the later epochs · double-click: the whole curves"
+END_FONT_SIZE = 15
+END_NAME_MAX = 12  # longer run names are left out of the end labels (the colour tells)
 
 
 def _test_images(m: Any) -> int:
@@ -100,21 +110,117 @@ def _epoch_step(last_epoch: int) -> int:
     return math.ceil(last_epoch / 10)
 
 
+def _last_epoch(runs: Sequence[Series]) -> int:
+    return max([r.epochs or 0 for r in runs] + [m.epoch for r in runs for m in r.metrics] + [1])
+
+
+def focus_from(last_epoch: int) -> int:
+    """The first epoch a focused axis is fitted to: the first fifth of the run is left out."""
+    return max(2, math.ceil(last_epoch / 5) + 1)
+
+
+def _finite(values: Any) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def focus_range(
+    runs: Sequence[Series],
+    fields: Sequence[str],
+    floor: float | None = None,
+    ceiling: float | None = None,
+) -> list[float] | None:
+    """The default y range of a long run's chart: fitted to the epochs from
+    :func:`focus_from` on, from ``floor`` (else a margin below them) to a margin above them,
+    at most ``ceiling``. None (autorange) for short runs, before the later epochs exist, or
+    when the first epochs fit inside anyway."""
+    last = _last_epoch(runs)
+    if last < FOCUS_MIN_EPOCHS:
+        return None
+    start = focus_from(last)
+    later = _finite(
+        getattr(m, f) for r in runs for m in r.metrics if m.epoch >= start for f in fields
+    )
+    every = _finite(getattr(m, f) for r in runs for m in r.metrics for f in fields)
+    if not later:
+        return None
+    lo, hi = min(later), max(later)
+    if min(every) >= lo and max(every) <= hi:
+        return None
+    pad = 0.12 * max(hi - lo, 0.05 * abs(hi), 1e-3)
+    bottom = floor if floor is not None else lo - pad
+    top = hi + pad if ceiling is None else min(hi + pad, ceiling)
+    return [bottom, top]
+
+
+def _end_labels(
+    runs: Sequence[Series], value_of: Any, fmt: str, y_range: list[float] | None
+) -> list[dict[str, Any]]:
+    """Each run's latest value written at the end of its line, in its colour; labels that
+    would overlap are pushed apart (the text keeps the exact value)."""
+    ends = []
+    for run in runs:
+        if not run.metrics:
+            continue
+        value = value_of(run.metrics[-1])
+        if value is None or not math.isfinite(value):
+            continue
+        ends.append([float(value), run, run.metrics[-1].epoch])
+    if not ends:
+        return []
+    if y_range is not None:
+        span = y_range[1] - y_range[0]
+    else:
+        shown = _finite(value_of(m) for r in runs for m in r.metrics)
+        span = max(shown) - min(shown)
+    gap = 0.08 * (span or 1.0)
+    ends.sort(key=lambda e: e[0])
+    ys = [e[0] for e in ends]
+    for i in range(1, len(ys)):
+        ys[i] = max(ys[i], ys[i - 1] + gap)
+    drift = (sum(ys) - sum(e[0] for e in ends)) / len(ys)  # keep the group centred
+    labels = []
+    for (value, run, epoch), y in zip(ends, ys, strict=True):
+        number = f"<b>{format(value, fmt)}</b>"
+        text = f"{run.name}: {number}" if len(run.name) <= END_NAME_MAX else number
+        labels.append(
+            {
+                "text": text,
+                "x": epoch,
+                "y": y - drift,
+                "xref": "x",
+                "yref": "y",
+                "xanchor": "left",
+                "xshift": 9,
+                "showarrow": False,
+                "font": {"size": END_FONT_SIZE, "color": run.colour},
+            }
+        )
+    return labels
+
+
+def _end_margin(labels: list[dict[str, Any]]) -> int:
+    """Right margin wide enough for the end labels (~8.5 px a character at their size)."""
+    longest = max((len(a["text"]) - 7 for a in labels), default=0)  # 7: the <b></b> tags
+    return 20 if not labels else min(220, 24 + int(8.5 * longest))
+
+
 def _figure(
     runs: Sequence[Series],
     traces: list[dict[str, Any]],
     *,
     revision: str,
     y_title: str,
+    labels: Sequence[dict[str, Any]] = (),
+    focused: bool = False,
     **layout: Any,
 ) -> go.Figure:
     # Plain dicts wrapped once: building through go.Scatter/update_layout (and a named template)
     # costs ~50 ms a figure, and the live panel redraws three of them every second.
-    last = max([r.epochs or 0 for r in runs] + [m.epoch for r in runs for m in r.metrics] + [1])
+    last = _last_epoch(runs)
     base: dict[str, Any] = {
         "uirevision": revision,
         "height": 340,
-        "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+        "margin": {"l": 60, "r": _end_margin(list(labels)), "t": 30, "b": 50},
         "hovermode": "x unified",
         "legend": {"groupclick": "toggleitem", "orientation": "h", "y": -0.22},
         "xaxis": {
@@ -142,6 +248,26 @@ def _figure(
                 "font": {"size": 11, "color": "#666"},
             }
         ]
+    if traces and focused:
+        # A line above the test-points note (both left-aligned: side by side they would collide
+        # on a half-width chart).
+        base["margin"]["t"] = 46 if note else 30
+        base.setdefault("annotations", []).append(
+            {
+                "text": FOCUS_NOTE,
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": 1,
+                "yshift": 15 if note else 0,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "font": {"size": 11, "color": "#666"},
+            }
+        )
+    if traces and labels:
+        base.setdefault("annotations", []).extend(labels)
     if not traces:
         base["annotations"] = [
             {
@@ -203,22 +329,45 @@ def _pairs(runs: Sequence[Series], train: str, test: str, fmt: str) -> list[dict
     return traces
 
 
+def _y_axis(y_range: list[float] | None, **axis: Any) -> dict[str, Any]:
+    return {**axis, "range": y_range, "autorange": False} if y_range else axis
+
+
 def loss_figure(runs: Sequence[Series]) -> go.Figure:
-    """Cross-entropy per epoch: train solid, test dashed, one colour per run."""
+    """Cross-entropy per epoch: train solid, test dashed, one colour per run; each run's latest
+    test loss written at its line's end; a long run's axis opens on its later epochs."""
     traces = _pairs(runs, "train_loss", "test_loss", ".3f")
-    return _figure(runs, traces, revision="loss", y_title="loss (cross-entropy)")
+    y_range = focus_range(runs, ("train_loss", "test_loss"), floor=0.0)
+    return _figure(
+        runs,
+        traces,
+        revision="loss",
+        y_title="loss (cross-entropy)",
+        labels=_end_labels(runs, lambda m: m.test_loss, ".3f", y_range),
+        focused=y_range is not None,
+        yaxis=_y_axis(y_range),
+    )
 
 
 def accuracy_figure(runs: Sequence[Series]) -> go.Figure:
-    """Accuracy per epoch (fractions, shown as percent): train solid, test dashed."""
+    """Accuracy per epoch (fractions, shown as percent): train solid, test dashed; each run's
+    latest test accuracy at its line's end; a long run's axis opens on its later epochs."""
     traces = _pairs(runs, "train_acc", "test_acc", ".2%")
+    y_range = focus_range(runs, ("train_acc", "test_acc"), ceiling=1.005)
     return _figure(
-        runs, traces, revision="accuracy", y_title="accuracy", yaxis={"tickformat": ".1%"}
+        runs,
+        traces,
+        revision="accuracy",
+        y_title="accuracy",
+        labels=_end_labels(runs, lambda m: m.test_acc, ".1%", y_range),
+        focused=y_range is not None,
+        yaxis=_y_axis(y_range, tickformat=".1%"),
     )
 
 
 def gap_figure(runs: Sequence[Series]) -> go.Figure:
-    """Generalisation gap per epoch: test loss minus train loss (above 0: overfitting)."""
+    """Generalisation gap per epoch: test loss minus train loss (above 0: overfitting), each
+    run's latest gap written at its line's end."""
     traces = [
         _trace(
             run,
@@ -240,16 +389,23 @@ def gap_figure(runs: Sequence[Series]) -> go.Figure:
         "y1": 0,
         "line": {"color": "#999", "width": 1},
     }
-    return _figure(runs, traces, revision="gap", y_title="test − train loss", shapes=[zero])
+    labels = _end_labels(runs, lambda m: m.test_loss - m.train_loss, "+.3f", None)
+    return _figure(
+        runs, traces, revision="gap", y_title="test − train loss", labels=labels, shapes=[zero]
+    )
 
 
 def apply_view(fig: go.Figure, view: dict[str, Any] | None) -> go.Figure:
     """Re-apply what the user did to the chart in the browser: ``view`` holds ``x``/``y``
     axis ranges (``None`` = default) and ``hidden``, the names of traces switched off in the
     legend. Streamlit redraws a changed figure from scratch, so this is what keeps zoom and
-    legend choices through live updates."""
+    legend choices through live updates. A ``y`` of ``"auto"`` (the user asked for the whole
+    curve, e.g. double-click) drops a focused default range; the x frame is whole already."""
     if not view:
         return fig
+    if view.get("y") == "auto":
+        fig.layout.yaxis.range = None
+        fig.layout.yaxis.autorange = True
     for axis in ("x", "y"):
         bounds = view.get(axis)
         if isinstance(bounds, (list, tuple)) and len(bounds) == 2:

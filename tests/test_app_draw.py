@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from apptest_helpers import wait_until
 from streamlit.testing.v1 import AppTest
 
 from dropout_demo.canvas import preprocess
@@ -279,3 +280,78 @@ def test_weights_download_of_a_run_pruned_after_the_page_was_drawn(
     assert at.selectbox(key="draw_model").value == f"run:{older.id}"
     assert any("has left the run store" in i.value for i in at.info)
     assert len(big_digits(at)) == 1
+
+
+# ---------------------------------------------------------------- links
+def open_draw(query: dict[str, str] | None = None, owner: str = OWNER) -> AppTest:
+    at = AppTest.from_string(DRAW_SCRIPT, default_timeout=30)
+    at.session_state["dropout_lab_owner"] = owner
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def url(at: AppTest) -> dict[str, str]:
+    return {k: (v[-1] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def test_a_draw_link_restores_the_picked_models_and_picks_go_back_into_the_url(
+    two_run_store, monkeypatch
+):
+    _, older, newer = two_run_store
+    monkeypatch.setattr(draw, "canvas_image", lambda key: None)
+    plain = open_draw()
+    assert plain.selectbox(key="draw_model").value == f"run:{newer.id}"
+    assert url(plain) == {"model": newer.id}  # a plain visit gets a link too
+
+    at = open_draw({"model": older.id, "class": "ABCDE"})
+    assert not at.warning
+    assert at.selectbox(key="draw_model").value == f"run:{older.id}"
+    assert not at.toggle(key="draw_compare").value
+    assert url(at) == {"model": older.id, "class": "ABCDE"}  # the class code stays
+
+    at.toggle(key="draw_compare").set_value(True).run()
+    assert url(at) == {"model": older.id, "compare": newer.id, "class": "ABCDE"}
+    at.selectbox(key="draw_model").set_value(f"run:{newer.id}").run()
+    assert url(at)["model"] == newer.id and url(at)["compare"] == older.id
+
+    again = open_draw(url(at), owner="another-visitor")
+    assert again.toggle(key="draw_compare").value
+    assert again.selectbox(key="draw_model").value == f"run:{newer.id}"
+    assert again.selectbox(key="draw_model_other").value == f"run:{older.id}"
+
+
+@pytest.mark.parametrize("query", [{"model": "nope"}, {"model": "job:x" * 500, "compare": ""}])
+def test_a_draw_link_to_a_model_not_here_gives_a_message_and_the_default(
+    two_run_store, monkeypatch, query
+):
+    _, _, newer = two_run_store
+    monkeypatch.setattr(draw, "canvas_image", lambda key: None)
+    at = open_draw({**query, "present": "1"})
+    assert at.warning and all("isn't here" in w.value for w in at.warning)
+    assert all(len(w.value) < 300 for w in at.warning)
+    assert at.selectbox(key="draw_model").value == f"run:{newer.id}"
+    assert url(at) == {"model": newer.id, "present": "1"}  # the URL now names what is shown
+    at.run()
+    assert not at.warning  # said once
+
+
+def test_a_draw_link_to_a_sessions_run_names_its_stored_copy(
+    two_run_store, make_app_manager, mnist, monkeypatch
+):
+    runs, _, _ = two_run_store
+    manager = make_app_manager(data_provider=lambda: mnist, store=RunStore(runs.root))
+    job = manager.submit(TINY.replace(p=0.0, seed=3), OWNER)
+    wait_until(lambda: manager.get(job, OWNER).saved_run_id is not None)
+    saved = manager.get(job, OWNER).saved_run_id
+    monkeypatch.setattr(draw, "canvas_image", lambda key: None)
+    at = open_draw()
+    assert at.selectbox(key="draw_model").value == f"job:{job}"  # this session's own run
+    assert url(at) == {"model": saved}  # ...linked by the id anyone can open
+    other = open_draw(url(at), owner="another-visitor")
+    assert not other.warning
+    assert other.selectbox(key="draw_model").value == f"run:{saved}"
+    back = open_draw(url(at))  # the owner opening her own link gets her run again
+    assert back.selectbox(key="draw_model").value == f"job:{job}"

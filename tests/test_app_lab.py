@@ -10,7 +10,7 @@ import pytest
 from apptest_helpers import owner_of, wait_until
 from streamlit.testing.v1 import AppTest
 
-from dropout_demo import jobs
+from dropout_demo import jobs, links
 from dropout_demo.config import PRESETS
 from dropout_demo.runs import RunStore
 from dropout_demo.ui import lab, state
@@ -268,3 +268,108 @@ def test_a_stale_remove_button_for_a_row_already_gone_says_nothing(make_app_mana
     button.click().run()
     assert not at.exception
     assert not any("No such run" in e.value for e in at.error)
+
+
+# ---------------------------------------------------------------------------- links
+def open_lab_at(query: dict[str, str]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def url(at: AppTest) -> dict[str, str]:
+    return {k: (v[-1] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def test_a_link_restores_the_lab_settings_and_changes_go_back_into_the_url(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
+    custom = PRESETS["Overfitting lab"].replace(p=0.3, epochs=12, lr=0.002, seed=4)
+    link = {**links.lab_settings("custom", 0.3, custom).to_query(), "class": "ABCDE"}
+    at = open_lab_at(link)
+    assert not at.warning
+    assert at.slider(key="lab_p").value == 0.3
+    assert at.radio(key="lab_preset").value == "Custom"
+    assert at.number_input(key="lab_epochs").value == 12
+    assert at.number_input(key="lab_seed").value == 4
+    assert at.text_input(key="lab_lr").value == "0.002"
+    assert "Next run: p=0.30 · 1,000 imgs · 12 ep · lr 0.002" in texts(at)
+    assert url(at) == link  # nothing rewritten, the class code kept
+
+    at.slider(key="lab_p").set_value(0.45).run()
+    at.number_input(key="lab_train_size").set_value(3_000).run()
+    assert url(at)["p"] == "0.45" and url(at)["train_size"] == "3000"
+    assert url(at)["class"] == "ABCDE"
+    # The URL now opens the same settings for anyone.
+    again = open_lab_at(url(at))
+    assert again.slider(key="lab_p").value == 0.45
+    assert again.number_input(key="lab_train_size").value == 3_000
+    assert again.number_input(key="lab_epochs").value == 12
+
+    # A preset drops the custom fields from the link.
+    at.radio(key="lab_preset").set_value("Seed recipe").run()
+    assert url(at) == {"class": "ABCDE", "preset": "seed", "p": "0.45"}
+    seed = open_lab_at(url(at))
+    assert seed.radio(key="lab_preset").value == "Seed recipe"
+    assert seed.slider(key="lab_p").value == 0.45
+
+
+def test_a_plain_visit_writes_the_default_settings_into_the_url(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
+    at = open_lab()
+    assert url(at) == {"preset": "overfit", "p": "0.5"}
+    assert not at.warning
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"p": "banana"}, "p: 'banana' is not a number"),
+        ({"p": "7", "preset": "warp"}, "preset: 'warp' is not one of"),
+        ({"preset": "custom", "epochs": "-5", "batch_size": "1e9"}, "epochs must be an integer"),
+        ({"preset": "tiny"}, "preset: 'tiny' is not offered on this server"),  # tests only
+    ],
+)
+def test_a_bad_lab_link_gives_a_readable_message_and_the_defaults(make_app_manager, query, says):
+    make_app_manager(data_provider=lambda: None)
+    at = open_lab_at({**query, "present": "1"})
+    assert not at.exception
+    (warning,) = at.warning
+    assert "can't be used" in warning.value and says in warning.value
+    preset = "Custom" if query.get("preset") == "custom" else "Overfitting lab"
+    assert at.radio(key="lab_preset").value == preset
+    assert at.slider(key="lab_p").value == 0.5
+    assert not at.error  # the defaults are valid settings
+    assert not at.button(key="lab_start").disabled
+    assert url(at)["present"] == "1"  # someone else's parameter stays
+    assert links.lab_from_query(url(at))[1] == []  # the URL now holds good settings
+    at.run()
+    assert not at.warning  # said once, not on every rerun
+
+
+def test_coming_back_to_the_lab_without_a_link_keeps_the_sessions_settings(make_app_manager):
+    make_app_manager(data_provider=lambda: None)
+    two_pages = (
+        "import streamlit as st\n"
+        "from dropout_demo.ui.lab import lab_view\n"
+        "if st.session_state.get('elsewhere'):\n"
+        "    st.write('another page')\n"
+        "else:\n"
+        "    lab_view()\n"
+    )
+    at = AppTest.from_string(two_pages, default_timeout=TIMEOUT).run()
+    at.radio(key="lab_preset").set_value("Seed recipe").run()
+    at.slider(key="lab_p").set_value(0.2).run()
+    # Another page: Streamlit forgets the Lab's widgets; the navigation's way back has no query.
+    at.session_state["elsewhere"] = True
+    at.run()
+    assert not at.slider
+    at.query_params.clear()
+    at.session_state["elsewhere"] = False
+    at.run()
+    assert not at.exception
+    assert at.radio(key="lab_preset").value == "Seed recipe"
+    assert at.slider(key="lab_p").value == 0.2
+    assert url(at) == {"preset": "seed", "p": "0.2"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import NamedTuple
 
 import plotly.graph_objects as go
@@ -24,6 +26,15 @@ def metrics(n: int, offset: float = 0.0) -> tuple[M, ...]:
         M(e, 1.0 / e + offset, 0.9 + e / 100, 1.2 / e + 0.05 + offset, 0.88 + e / 100)
         for e in range(1, n + 1)
     )
+
+
+def notes(fig: go.Figure) -> list[str]:
+    """The chart's notes (placed on the paper), not the values written at the lines' ends."""
+    return [a.text for a in fig.layout.annotations if a.xref == "paper"]
+
+
+def end_labels(fig: go.Figure) -> list:
+    return [a for a in fig.layout.annotations if a.xref == "x"]
 
 
 RUNS = [
@@ -97,7 +108,7 @@ def test_empty_input_says_what_to_do():
         fig = charts.loss_figure(runs)
         assert not fig.data
         assert fig.layout.annotations[0].text == charts.EMPTY_MESSAGE
-    assert not charts.loss_figure(RUNS).layout.annotations
+    assert not notes(charts.loss_figure(RUNS))
 
 
 def test_colours_are_stable_and_distinct():
@@ -166,4 +177,137 @@ def test_note_while_live_and_for_old_records():
     assert charts.loss_figure(every_epoch).layout.annotations[0].text == (
         "test points: all 10,000 test images"
     )
-    assert not charts.loss_figure(RUNS).layout.annotations  # not recorded: nothing claimed
+    assert not notes(charts.loss_figure(RUNS))  # not recorded: nothing claimed
+
+
+# ---------------------------------------------------------------------------- the pair made plain
+def overfit_pair(epochs: int = 30, done: bool = True) -> list[Series]:
+    """Curves shaped like the Overfitting lab's: losses from ~2 down to test 0.221 (p = 0) and
+    0.153 (p = 0.5) at the end, accuracy from ~68% up to 95.0% and 96.0%; the last test point on
+    the whole test set."""
+
+    def run(name, colour, final_train, final_test, final_acc):
+        ms = []
+        for e in range(1, epochs + 1):
+            fall = math.exp(-(e - 1) / 2)
+            ms.append(
+                MI(
+                    e,
+                    final_train + 2.0 * fall,
+                    final_acc + 0.02 - 0.3 * fall,
+                    final_test + 1.2 * fall,
+                    final_acc - 0.3 * fall,
+                    10_000 if done and e == epochs else 2_000,
+                )
+            )
+        return Series(name, colour, tuple(ms), epochs=30)
+
+    return [
+        run("p = 0", charts.colour_for(0), 0.002, 0.221, 0.950),
+        run("p = 0.5", charts.colour_for(1), 0.031, 0.153, 0.960),
+    ]
+
+
+def test_a_long_runs_loss_axis_opens_on_its_later_epochs():
+    runs = overfit_pair()
+    fig = charts.loss_figure(runs)
+    bottom, top = fig.layout.yaxis.range
+    assert fig.layout.yaxis.autorange is False
+    start = charts.focus_from(30)
+    assert 2 <= start <= 10
+    later = [
+        v for r in runs for m in r.metrics if m.epoch >= start for v in (m.train_loss, m.test_loss)
+    ]
+    assert bottom == 0.0 and max(later) <= top < 1.5 * max(later)
+    first = max(m.train_loss for r in runs for m in r.metrics if m.epoch == 1)
+    assert first > 2 * top  # epoch 1's ~2.0 no longer sets the scale
+    # 0.153 and 0.221 now lie more than a sixth of the axis apart (~2/70 of it before)
+    assert (0.221 - 0.153) / (top - bottom) > 1 / 6
+    assert any("later epochs" in n for n in notes(fig))
+    # The diamond of the whole-test-set point is still there.
+    test = next(t for t in fig.data if t.name == "p = 0 · test")
+    assert test.marker.symbol[-1] == charts.FINAL_SYMBOL and test.x[-1] == 30
+
+
+def test_the_accuracy_axis_opens_on_the_later_epochs_too():
+    fig = charts.accuracy_figure(overfit_pair())
+    bottom, top = fig.layout.yaxis.range
+    assert 0.8 < bottom < 0.95 and 0.97 < top <= 1.005
+    assert fig.layout.yaxis.tickformat == ".1%"
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [Series("p = 0", "#000", metrics(5), epochs=5)],  # a short run: the whole curve
+        [Series("p = 0", "#000", metrics(3), epochs=30)],  # live, no later epochs yet
+        [Series("flat", "#000", tuple(M(e, 0.3, 0.9, 0.3, 0.9) for e in range(1, 31)), 30)],
+    ],
+)
+def test_short_live_or_flat_runs_keep_the_automatic_axis(runs):
+    fig = charts.loss_figure(runs)
+    assert fig.layout.yaxis.range is None and fig.layout.yaxis.autorange is None
+    assert not any("later epochs" in n for n in notes(fig))
+
+
+def test_the_final_numbers_are_written_at_the_lines_ends():
+    runs = overfit_pair()
+    loss = {a.font.color: a for a in end_labels(charts.loss_figure(runs))}
+    assert len(loss) == 2
+    zero, half = loss[runs[0].colour], loss[runs[1].colour]
+    assert zero.text == "p = 0: <b>0.221</b>" and half.text == "p = 0.5: <b>0.153</b>"
+    assert zero.x == half.x == 30 and zero.xanchor == "left"
+    assert zero.y == pytest.approx(0.221, abs=1e-3) and half.y == pytest.approx(0.153, abs=1e-3)
+    assert zero.font.size >= 14  # readable from the back of the room
+    fig = charts.loss_figure(runs)
+    assert fig.layout.margin.r >= 8 * len("p = 0.5: 0.153")  # room for them on the right
+
+    acc = sorted(a.text for a in end_labels(charts.accuracy_figure(runs)))
+    assert acc == ["p = 0.5: <b>96.0%</b>", "p = 0: <b>95.0%</b>"]
+    gap = {a.font.color: a.text for a in end_labels(charts.gap_figure(runs))}
+    assert gap == {
+        runs[0].colour: f"p = 0: <b>{0.221 - 0.002:+.3f}</b>",
+        runs[1].colour: f"p = 0.5: <b>{0.153 - 0.031:+.3f}</b>",
+    }
+
+
+def test_end_labels_follow_a_live_run_and_never_overlap():
+    live = overfit_pair(done=False)
+    live = [r._replace(metrics=r.metrics[:12]) for r in live]
+    labels = end_labels(charts.loss_figure(live))
+    assert {a.x for a in labels} == {12}
+    assert sorted(a.text for a in labels) == sorted(
+        f"{r.name}: <b>{r.metrics[-1].test_loss:.3f}</b>" for r in live
+    )
+    close = [
+        Series("a", "#111", metrics(30, 0.0), epochs=30),
+        Series("b", "#222", metrics(30, 0.001), epochs=30),
+        Series("c", "#333", metrics(30, 0.002), epochs=30),
+    ]
+    fig = charts.loss_figure(close)
+    ys = sorted(a.y for a in end_labels(fig))
+    span = fig.layout.yaxis.range[1] - fig.layout.yaxis.range[0]
+    assert all(b - a >= 0.07 * span for a, b in itertools.pairwise(ys))  # pushed apart
+    finals = [r.metrics[-1].test_loss for r in close]
+    assert sum(ys) / 3 == pytest.approx(sum(finals) / 3)  # around where the lines end
+    assert [a.text for a in end_labels(fig)] == [
+        f"{n}: <b>{v:.3f}</b>" for n, v in zip("abc", finals, strict=True)
+    ]
+
+
+def test_a_long_name_leaves_the_number_alone_and_a_diverged_run_is_skipped():
+    nan = tuple(M(e, float("nan"), 0.1, float("nan"), 0.1) for e in range(1, 4))
+    runs = [
+        Series("p=0.50 · 1,000 imgs · 30 ep (#2)", "#111", metrics(4), epochs=4),
+        Series("diverged", "#222", nan, epochs=4),
+    ]
+    (label,) = end_labels(charts.loss_figure(runs))
+    assert label.text == f"<b>{metrics(4)[-1].test_loss:.3f}</b>"
+
+
+def test_a_double_click_for_the_whole_curve_drops_the_focused_range():
+    fig = charts.apply_view(charts.loss_figure(overfit_pair()), {"x": "auto", "y": "auto"})
+    assert fig.layout.yaxis.range is None and fig.layout.yaxis.autorange is True
+    assert tuple(fig.layout.xaxis.range) == (0.5, 30.5)  # the x frame is whole already
+    zoomed = charts.apply_view(charts.loss_figure(overfit_pair()), {"y": [0.1, 0.3]})
+    assert tuple(zoomed.layout.yaxis.range) == (0.1, 0.3)  # the user's zoom wins

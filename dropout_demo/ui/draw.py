@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from .. import links
 from ..canvas import EMPTY_MESSAGE, CanvasResult, preprocess
 from ..config import TrainConfig
 from ..inference import MAX_SAMPLES, MCResult, PassResult, mc_predict, predict, stochastic_pass
@@ -41,6 +42,7 @@ _K_OTHER = "draw_model_other"
 _K_SAMPLES = "draw_samples"
 _K_SEED = "draw_mc_seed"
 _K_PASS = "draw_pass"
+_K_LINKED = "draw_loaded_query"  # the URL models the pickers were last filled from
 SAMPLES_MAX = min(200, MAX_SAMPLES)  # the slider's end; the package refuses more than MAX_SAMPLES
 
 
@@ -351,12 +353,57 @@ def _other_default(choices: list[ModelChoice], first: str) -> int:
     return next((i for i, c in enumerate(others) if c.p != p_first), 0)
 
 
+def _saved_runs(owner: str) -> dict[str, str]:
+    """This session's jobs that were saved: job id -> stored run id."""
+    return {s.id: s.saved_run_id for s in manager().snapshot(owner) if s.saved_run_id}
+
+
+def _url_models() -> dict[str, str]:
+    return {k: st.query_params.get(k) for k in links.DRAW_KEYS if k in st.query_params}
+
+
+def _load_link(choices: list[ModelChoice], saved: dict[str, str]) -> None:
+    """When the URL names models (a link opened), put them into the pickers; a model this
+    server does not have gets a message, and the picker its default."""
+    current = _url_models()
+    if not current or st.session_state.get(_K_LINKED) == current:
+        return
+    st.session_state[_K_LINKED] = current
+    keys = [c.key for c in choices]
+    st.session_state[_K_COMPARE] = False  # a link without compare= shows one model
+    for name, state_key in (("model", _K_MODEL), ("compare", _K_OTHER)):
+        if name not in current:
+            continue
+        key = links.choice_for(current[name], keys, saved)
+        if key is None:
+            st.warning(links.missing_model(current[name]))
+            continue
+        st.session_state[state_key] = key
+        if name == "compare":
+            st.session_state[_K_COMPARE] = len(choices) > 1
+
+
+def _sync_url(keys: list[str], saved: dict[str, str]) -> None:
+    """Write the picked model(s) into the URL (other parameters stay)."""
+    names = links.DRAW_KEYS[: len(keys)]
+    wanted = {name: links.model_param(key, saved) for name, key in zip(names, keys, strict=True)}
+    current = _url_models()
+    if current != wanted:
+        for k in current:
+            del st.query_params[k]
+        st.query_params.update(wanted)
+    st.session_state[_K_LINKED] = wanted
+
+
 def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
-    """The model picker(s), or the starter model's progress when there is no model yet."""
+    """The model picker(s), or the starter model's progress when there is no model yet; the
+    picked models live in the URL (``?model=<run id>&compare=<run id>``)."""
     choices = model_choices(owner)
     if not choices:
         starter_panel()
         return []
+    saved = _saved_runs(owner)
+    _load_link(choices, saved)
     gone = st.session_state.get(_K_MODEL)
     if isinstance(gone, str) and gone.startswith("run:") and gone not in {c.key for c in choices}:
         st.info(
@@ -376,6 +423,7 @@ def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
         if compare:
             others = [c for c in choices if c.key != first]
             keys.append(_picker(others, _K_OTHER, "Compare with", _other_default(choices, first)))
+    _sync_url(keys, saved)
     by_key = {c.key: c for c in choices}
     picked = []
     for key in keys:

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from .. import charts, insights
+from .. import charts, insights, links
 from ..config import PRESETS, ConfigError, TrainConfig
 from ..jobs import TERMINAL, JobError, JobSnapshot
 from ..model import make_checkpoint
@@ -55,6 +55,8 @@ STATUS_TEXT = {
 _COLOURS_KEY = "lab_colours"  # job id -> palette index, in submission order, per session
 CHART_KEYS = ("lab_loss_chart", "lab_acc_chart", "lab_gap_chart")
 _NOTICE_KEY = "lab_notice"  # (kind, text) left by a button callback for the next render
+_LOADED = "lab_loaded_query"  # the URL settings the widgets were last filled from
+_LAST = "lab_last_settings"  # the settings this session last showed (survives other pages)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -67,16 +69,23 @@ def preset_names() -> list[str]:
 
 def _custom_config(base: TrainConfig) -> TrainConfig:
     """The Custom fields; raises ConfigError with every problem (lr text included)."""
+    defaults = {
+        "lab_train_size": base.train_size,
+        "lab_epochs": base.epochs,
+        "lab_lr": f"{base.lr:g}",
+        "lab_batch": base.batch_size,
+        "lab_seed": base.seed,
+    }
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)  # a link may have filled them already
     c1, c2, c3, c4, c5 = st.columns(5)
-    train_size = c1.number_input(
-        "Training images", value=base.train_size, step=500, key="lab_train_size"
-    )
-    epochs = c2.number_input("Epochs", value=base.epochs, step=1, key="lab_epochs")
-    lr_text = c3.text_input("Learning rate", value=f"{base.lr:g}", key="lab_lr")
+    train_size = c1.number_input("Training images", step=500, key="lab_train_size")
+    epochs = c2.number_input("Epochs", step=1, key="lab_epochs")
+    lr_text = c3.text_input("Learning rate", key="lab_lr")
     batch = c4.number_input(
-        "Batch size", value=base.batch_size, min_value=1, max_value=1_024, step=16, key="lab_batch"
+        "Batch size", min_value=1, max_value=links.BATCH_MAX, step=16, key="lab_batch"
     )
-    seed = c5.number_input("Seed", value=base.seed, step=1, key="lab_seed")
+    seed = c5.number_input("Seed", step=1, key="lab_seed")
     try:
         lr = float(lr_text)
     except ValueError:
@@ -97,36 +106,93 @@ def _custom_config(base: TrainConfig) -> TrainConfig:
     return config
 
 
+def _slug(name: str) -> str:
+    return next(slug for slug, label in links.LAB_PRESETS.items() if label == name)
+
+
+def _url_settings() -> dict[str, str]:
+    return {k: st.query_params.get(k) for k in links.LAB_KEYS if k in st.query_params}
+
+
+def _fill_widgets(settings: links.LabSettings) -> None:
+    """Put ``settings`` into the widgets' state (before they are drawn)."""
+    st.session_state["lab_p"] = settings.config.p
+    st.session_state["lab_preset"] = links.LAB_PRESETS[settings.preset]
+    if settings.preset == links.CUSTOM:
+        c = settings.config
+        st.session_state["lab_train_size"] = c.train_size
+        st.session_state["lab_epochs"] = c.epochs
+        st.session_state["lab_lr"] = links.fmt_number(c.lr)
+        st.session_state["lab_batch"] = c.batch_size
+        st.session_state["lab_seed"] = c.seed
+
+
+def _load_link(names: Sequence[str]) -> None:
+    """On arrival, and whenever the URL's settings change (a link opened), fill the widgets
+    from the URL; a bad value gets a message and its default. Back from another page (whose
+    link carries no settings): the settings this session had."""
+    current = _url_settings()
+    if st.session_state.get(_LOADED) == current and "lab_p" in st.session_state:
+        return
+    settings, problems = links.lab_from_query(current)
+    if links.LAB_PRESETS[settings.preset] not in names:
+        problems.append(f"preset: {settings.preset!r} is not offered on this server")
+        settings = links.lab_settings("overfit", settings.config.p)
+    if problems:
+        listed = "\n".join(f"- {p}" for p in problems)
+        st.warning(f"Some of this link's settings can't be used, so defaults stand in:\n{listed}")
+    last = st.session_state.get(_LAST)
+    if not current and last is not None and links.LAB_PRESETS[last.preset] in names:
+        settings = last
+    _fill_widgets(settings)
+    st.session_state[_LOADED] = current
+
+
+def _sync_url(settings: links.LabSettings) -> None:
+    """Write the settings into the URL (other parameters, e.g. ``class``, stay)."""
+    wanted = settings.to_query()
+    current = _url_settings()
+    if current != wanted:
+        for k in current:
+            del st.query_params[k]
+        st.query_params.update(wanted)
+    st.session_state[_LOADED] = wanted
+    st.session_state[_LAST] = settings
+
+
 def settings_panel() -> tuple[TrainConfig | None, str | None]:
-    """The dropout slider and preset picker; returns (config, None) or (None, why not)."""
+    """The dropout slider and preset picker, filled from the URL and written back to it (a
+    link restores them); returns (config, None) or (None, why not)."""
+    names = preset_names()
+    _load_link(names)
     left, right = st.columns([2, 3], gap="large")
     p = left.slider(
         "Dropout rate p (probability of dropping a unit)",
-        min_value=0.0,
-        max_value=0.9,
-        value=0.5,
-        step=0.05,
+        min_value=links.P_MIN,
+        max_value=links.P_MAX,
+        step=links.P_STEP,
         format="%.2f",
         key="lab_p",
         help="PyTorch's p is the drop probability; the 2014 paper's p is the keep probability.",
     )
-    names = preset_names()
     preset = right.radio(
         "Preset",
         names,
-        index=names.index(OVERFIT),
         captions=[PRESET_CAPTIONS[n] for n in names],
         horizontal=True,
         key="lab_preset",
     )
     p = round(float(p), 2)  # the slider's 0.15000000000000002 is the p = 0.15 of a shared run
     if preset != CUSTOM:
+        _sync_url(links.lab_settings(_slug(preset), p))
         return PRESETS[preset].replace(p=p), None
     try:
-        return _custom_config(PRESETS[OVERFIT].replace(p=p)), None
+        config = _custom_config(PRESETS[OVERFIT].replace(p=p))
     except ConfigError as exc:
         problems = "\n".join(f"- {problem}" for problem in exc.problems)
         return None, f"These custom settings can't be used:\n{problems}"
+    _sync_url(links.lab_settings(links.CUSTOM, p, config))
+    return config, None
 
 
 def comparison_configs(config: TrainConfig, snaps: Sequence[JobSnapshot]) -> list[TrainConfig]:

@@ -22,7 +22,7 @@ export default function ({ data, setStateValue }) {
   lab.set = setStateValue;
   const keys = (data && data.keys) || [];
   const range = (ev, axis, current) => {
-    if (ev[axis + ".autorange"]) return null;
+    if (ev[axis + ".autorange"]) return "auto"; // the whole curve, not the default view
     const a = ev[axis + ".range[0]"], b = ev[axis + ".range[1]"];
     if (a !== undefined && b !== undefined) return [a, b];
     if (Array.isArray(ev[axis + ".range"])) return ev[axis + ".range"];
@@ -60,7 +60,8 @@ _component = st.components.v2.component("dropout_demo.plot_view", js=_JS)
 
 def plot_views(chart_keys: Sequence[str], key: str) -> dict[str, Any]:
     """Mount the listener for the charts with these ``st.plotly_chart`` keys; returns
-    {chart key: {"x": range|None, "y": range|None, "hidden": [trace names]}}."""
+    {chart key: {"x": range|"auto"|None, "y": range|"auto"|None, "hidden": [names]}}
+    (None: the figure's default view; "auto": the whole curve, asked for by a double-click)."""
     result = _component(
         key=key,
         data={"keys": list(chart_keys)},
