@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -217,6 +219,58 @@ def weights_file_name(choice: ModelChoice) -> str:
 
 
 # ---------------------------------------------------------------- canvas seam
+CANVAS_COMPONENT = "streamlit-drawable-canvas.streamlit_drawable_canvas"
+CANVAS_HTML = '<div class="canvas-root"></div>'  # the root element the component's script needs
+# The component floats its toolbar (send, undo, redo, edit, reset) over the canvas's top-right
+# corner, transparent until hovered, and there the toolbar takes the pointer-down of a stroke
+# that starts under it (the top of a 1 or a 7): about 140x32 px before a hover, every time on a
+# touch screen. The component's styles live in a shadow root, out of reach of the page's CSS, so
+# these rules go into its own stylesheet: the toolbar sits under the canvas, always visible, with
+# undo and redo only (Clear is ours, every stroke is sent by itself, and an edit mode would leave
+# a finger that cannot draw).
+CANVAS_CSS = """
+.dc-toolbar { position: static; opacity: 1; padding: 0.25rem 0 0; justify-content: flex-end; }
+.dc-toolbar-card { box-shadow: none; border: 1px solid var(--st-border-color, lightgrey); }
+.dc-toolbar-separator,
+.dc-toolbar-contextual,
+.dc-icon-button[aria-label="Update the app with this drawing"],
+.dc-icon-button[aria-label="Edit"],
+.dc-icon-button[aria-label="Reset canvas & history"] { display: none !important; }
+"""
+
+
+class _OwnCanvasStyles(logging.Filter):
+    """Drops Streamlit's "already registered" warning for our restyling of the canvas only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (args[:1] == (CANVAS_COMPONENT,) and "already registered" in str(record.msg))
+
+
+_OWN_CANVAS_STYLES = _OwnCanvasStyles()
+
+
+@functools.cache
+def _canvas_css() -> str:
+    import streamlit_drawable_canvas
+
+    build = Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build"
+    (sheet,) = build.glob("index-*.css")
+    return sheet.read_text(encoding="utf-8") + CANVAS_CSS
+
+
+def style_canvas_component() -> None:
+    """Register the canvas component again, same script, its stylesheet plus CANVAS_CSS.
+
+    Idempotent (an identical definition is stored silently); called before every mount, so the
+    runtime that mounts the canvas always has it.
+    """
+    logging.getLogger("streamlit.components.v2.component_registry").addFilter(_OWN_CANVAS_STYLES)
+    st.components.v2.component(
+        CANVAS_COMPONENT, html=CANVAS_HTML, js="index-*.js", css=_canvas_css(), isolate_styles=True
+    )
+
+
 def canvas_image(key: str) -> np.ndarray | None:
     """Show the drawing canvas and return its RGBA pixels (None before the first stroke).
 
@@ -224,6 +278,7 @@ def canvas_image(key: str) -> np.ndarray | None:
     """
     from streamlit_drawable_canvas import st_canvas
 
+    style_canvas_component()  # after the import, whose own registration it replaces
     result = st_canvas(
         stroke_width=STROKE_WIDTH,
         stroke_color="#FFFFFF",
@@ -395,13 +450,22 @@ def _sync_url(keys: list[str], saved: dict[str, str]) -> None:
     st.session_state[_K_LINKED] = wanted
 
 
-def model_section(owner: str) -> list[tuple[ModelChoice, object]]:
-    """The model picker(s), or the starter model's progress when there is no model yet; the
-    picked models live in the URL (``?model=<run id>&compare=<run id>``)."""
+def waiting_picker() -> None:
+    """The picker row as it looks once the starter model is ready (one model: a picker and its
+    Weights button), disabled meanwhile, so the canvas under it stays put when the model comes."""
+    left, _ = st.columns([3, 2])
+    with left:
+        st.selectbox("Model", ["Starter model · training…"], disabled=True, key="draw_model_wait")
+        st.button("Weights", disabled=True, key="draw_weights_wait", icon=":material/download:")
+
+
+def model_section(owner: str) -> list[tuple[ModelChoice, object]] | None:
+    """The model picker(s); None when there is no model yet (the starter model is on its way);
+    the picked models live in the URL (``?model=<run id>&compare=<run id>``)."""
     choices = model_choices(owner)
     if not choices:
-        starter_panel()
-        return []
+        waiting_picker()
+        return None
     saved = _saved_runs(owner)
     _load_link(choices, saved)
     gone = st.session_state.get(_K_MODEL)
@@ -471,8 +535,9 @@ def draw_view() -> None:
     owner = session_id()
     st.title("Draw — see what the network sees")
     st.caption(
-        "Draw a digit. The model sees only the small 28×28 image on the right, made the way "
-        "MNIST was made: cropped to the ink, fitted in 20×20, centred by its centre of mass."
+        "Draw a digit. The model sees only the small 28×28 image beside the canvas (under it on "
+        "a phone), made the way MNIST was made: cropped to the ink, fitted in 20×20, centred by "
+        "its centre of mass."
     )
 
     # Everything above the canvas lives in one container, so the canvas keeps its place in the
@@ -483,9 +548,11 @@ def draw_view() -> None:
     generation = st.session_state.get(_K_CANVAS, 0)
     left, right = st.columns([3, 2])
     with left:
-        st.container(height=12, border=False)  # room for the canvas's floating toolbar
         rgba = canvas_image(f"draw_canvas_{generation}")
         st.button("Clear", on_click=_clear_canvas, key="draw_clear", icon=":material/delete:")
+        if picked is None:
+            starter_panel()  # under the canvas: its progress must not push the canvas around
+            picked = []
     drawing = read_drawing(rgba)
     with right:
         st.markdown("**What the model receives** (28×28)")

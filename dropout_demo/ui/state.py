@@ -80,11 +80,15 @@ def session_id() -> str:
     if owner is None:
         owner = _cookie_owner() or uuid.uuid4().hex
         st.session_state[_OWNER_KEY] = owner
-    if not st.session_state.get(_COOKIE_SET_KEY) and _cookie_owner() != owner:
-        _cookie_writer(
-            key="dropout_lab_identity",
-            data={"name": COOKIE, "value": owner, "maxAge": COOKIE_DAYS * 86_400},
-        )
+    write = not st.session_state.get(_COOKIE_SET_KEY) and _cookie_owner() != owner
+    # On the page in every run, with nothing to write after the first: were it there in the
+    # first run only, everything after it would move up once the visitor first touched the page
+    # (a Draw canvas would be remounted, the first stroke wiped off it).
+    _cookie_writer(
+        key="dropout_lab_identity",
+        data={"name": COOKIE, "value": owner, "maxAge": COOKIE_DAYS * 86_400} if write else None,
+    )
+    if write:
         st.session_state[_COOKIE_SET_KEY] = True
     touch(owner)
     return owner
