@@ -87,7 +87,12 @@ def test_drawn_digit_gets_prediction_and_mc_panel(app, tiny_run, mnist, monkeypa
     entropy = float(app.metric[0].value.split()[0])
     assert 0.0 <= entropy <= np.log(10) + 1e-3
     assert any("of 50 passes agree" in md.value for md in app.markdown)
-    assert len(app.get("plotly_chart")) == 3  # eval bars, MC mean ± std, votes
+    # Eval bars, MC mean ± std, votes (the uncertainty probe below has charts of its own).
+    assert [c.key for c in app.get("plotly_chart") if not c.key.startswith("probe_")] == [
+        "draw_eval_0",
+        "draw_mc_mean_0",
+        "draw_mc_votes_0",
+    ]
 
     slider.set_value(7).run()
     assert any("of 7 passes agree" in md.value for md in app.markdown)
@@ -114,7 +119,8 @@ def test_one_stochastic_pass_shows_mask_and_scale(app, mnist, monkeypatch):
     assert not app.exception
     line = next(md.value for md in app.markdown if "Prediction of this pass" in md.value)
     assert "×2.00" in line  # p = 0.5: kept units are doubled
-    mask = json.loads(app.get("plotly_chart")[-1].proto.spec)["data"][0]
+    chart = next(c for c in app.get("plotly_chart") if c.key == "draw_mask_pass_0")
+    mask = json.loads(chart.proto.spec)["data"][0]
     z = np.array(mask["z"])
     assert z.shape == (8, 16)
     dropped = int((z == 0).sum())
