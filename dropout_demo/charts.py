@@ -1,6 +1,7 @@
 """Plotly figures for training curves: pure functions from plain data to ``go.Figure``.
 
-A run is a :class:`Series` (name, colour, per-epoch metrics). Each chart sets a constant
+A run is a :class:`Series` (name, colour, marker, per-epoch metrics): colour is never the only
+cue, each run has its own marker shape and train/test differ by dash. Each chart sets a constant
 ``layout.uirevision``; since ``st.plotly_chart`` remounts a changed figure, that alone does not
 keep a user's zoom and legend choices through live redraws: :func:`apply_view` re-applies the
 view that ``dropout_demo/ui/plot_view.py`` reports.
@@ -20,19 +21,45 @@ import plotly.graph_objects as go
 
 from .config import MNIST_TEST_SIZE
 
-# Tableau 10: distinct hues that stay readable on a projector and for most colour-blind viewers.
+# Okabe & Ito (2008), "Color Universal Design": eight hues that stay apart for the common kinds
+# of colour blindness. The darker ones first (a comparison is usually two runs); yellow, faint on
+# white, last. Every chart of the app takes its colours from here.
 PALETTE: tuple[str, ...] = (
-    "#4E79A7",
-    "#F28E2B",
-    "#E15759",
-    "#76B7B2",
-    "#59A14F",
-    "#EDC948",
-    "#B07AA1",
-    "#FF9DA7",
-    "#9C755F",
-    "#BAB0AC",
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#000000",  # black
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
 )
+NEUTRAL = "#8C8C8C"  # what is not one of the series (other bars, reference lines)
+# The second cue beside colour: each run or curve also has its own marker (and, where lines of
+# one chart need it, dash). Runs' markers leave out the diamond: it marks whole-set points.
+MARKERS: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle-up",
+    "x",
+    "star",
+    "triangle-down",
+    "cross",
+    "pentagon",
+)
+# The same shapes as text, for tables and captions that stand for a run.
+MARKER_GLYPHS = {
+    "circle": "●",
+    "square": "■",
+    "triangle-up": "▲",
+    "x": "✕",
+    "star": "★",
+    "triangle-down": "▼",
+    "cross": "✚",
+    "pentagon": "⬟",
+    "diamond": "◆",
+}
+DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 TRAIN_DASH = "solid"
 TEST_DASH = "dash"
@@ -40,8 +67,14 @@ EMPTY_MESSAGE = "Start a run: its curves appear here after its first epoch."
 
 
 def colour_for(index: int) -> str:
-    """Colour of the ``index``-th run (0-based submission order); wraps after 10 runs."""
+    """Colour of the ``index``-th run (0-based submission order); wraps after 8 runs."""
     return PALETTE[index % len(PALETTE)]
+
+
+def marker_for(index: int) -> str:
+    """Marker of the ``index``-th run: with :func:`colour_for`, a run is told apart by shape too
+    (the pair repeats only after 8 runs)."""
+    return MARKERS[index % len(MARKERS)]
 
 
 class Series(NamedTuple):
@@ -54,15 +87,18 @@ class Series(NamedTuple):
     colour: str
     metrics: Sequence[Any]
     epochs: int | None = None
+    symbol: str = MARKERS[0]
 
 
 FINAL_SYMBOL = "diamond"
+FINAL_SIZE = 11
+MARKER_SIZE = 7  # big enough to tell a square from a circle
 # A run planned this long (or longer) gets axes that open on its later epochs: its first fifth,
 # where the loss falls from ~2.3, would otherwise own the scale.
 FOCUS_MIN_EPOCHS = 8
 FOCUS_NOTE = "y axis fitted to the later epochs · double-click: the whole curves"
 END_FONT_SIZE = 15
-END_NAME_MAX = 12  # longer run names are left out of the end labels (the colour tells)
+END_NAME_MAX = 12  # longer run names are left out of the end labels (colour and shape tell)
 
 
 def _test_images(m: Any) -> int:
@@ -181,7 +217,9 @@ def _end_labels(
     labels = []
     for (value, run, epoch), y in zip(ends, ys, strict=True):
         number = f"<b>{format(value, fmt)}</b>"
-        text = f"{run.name}: {number}" if len(run.name) <= END_NAME_MAX else number
+        # A long name is left out; the run's marker shape stands for it beside the colour.
+        glyph = MARKER_GLYPHS.get(run.symbol, "")
+        text = f"{run.name}: {number}" if len(run.name) <= END_NAME_MAX else f"{glyph} {number}"
         labels.append(
             {
                 "text": text,
@@ -292,16 +330,16 @@ def _trace(
     subset) are drawn as diamonds, cut off from the line: they measure on other images."""
     xs: list[int | None] = [m.epoch for m in run.metrics]
     ys_: list[float | None] = list(ys)
-    symbols = ["circle"] * len(xs)
-    sizes = [5] * len(xs)
+    symbols = [run.symbol] * len(xs)
+    sizes = [MARKER_SIZE] * len(xs)
     for i in sorted(whole, reverse=True):
-        symbols[i], sizes[i] = FINAL_SYMBOL, 10
+        symbols[i], sizes[i] = FINAL_SYMBOL, FINAL_SIZE
         if i > 0 and i - 1 not in whole:  # a gap in the line before it
             xs.insert(i, None)
             ys_.insert(i, None)
-            symbols.insert(i, "circle")
-            sizes.insert(i, 5)
-    marker: dict[str, Any] = {"size": 5}
+            symbols.insert(i, run.symbol)
+            sizes.insert(i, MARKER_SIZE)
+    marker: dict[str, Any] = {"size": MARKER_SIZE, "symbol": run.symbol}
     if whole:
         marker = {"size": sizes, "symbol": symbols}
     return {
@@ -393,6 +431,51 @@ def gap_figure(runs: Sequence[Series]) -> go.Figure:
     return _figure(
         runs, traces, revision="gap", y_title="test − train loss", labels=labels, shapes=[zero]
     )
+
+
+def _at(metrics: Sequence[Any], value_of: Any, fmt: str) -> str:
+    last = metrics[-1]
+    return f"{format(value_of(last), fmt)} at epoch {last.epoch}"
+
+
+def _lowest(metrics: Sequence[Any], value_of: Any, fmt: str) -> str:
+    best = min(metrics, key=value_of)
+    if best is metrics[-1]:
+        return ""
+    return f" (lowest {format(value_of(best), fmt)} at epoch {best.epoch})"
+
+
+def _summary(runs: Sequence[Series], what: str, describe: Any) -> str:
+    shown = [r for r in runs if r.metrics]
+    if not shown:
+        return f"{what}: no epochs yet, the chart is empty."
+    return f"{what}. " + "; ".join(f"{r.name}: {describe(r.metrics)}" for r in shown) + "."
+
+
+def loss_summary(runs: Sequence[Series]) -> str:
+    """The loss chart in words, with its numbers (a screen reader's text for the chart)."""
+
+    def describe(ms: Sequence[Any]) -> str:
+        test = _at(ms, lambda m: m.test_loss, ".3f")
+        low = _lowest(ms, lambda m: m.test_loss, ".3f")
+        return f"test loss {test}{low}, train loss {ms[-1].train_loss:.3f}"
+
+    return _summary(runs, "Loss per epoch, train solid and test dashed", describe)
+
+
+def accuracy_summary(runs: Sequence[Series]) -> str:
+    def describe(ms: Sequence[Any]) -> str:
+        test = _at(ms, lambda m: m.test_acc, ".1%")
+        return f"test accuracy {test}, train {ms[-1].train_acc:.1%}"
+
+    return _summary(runs, "Accuracy per epoch, train solid and test dashed", describe)
+
+
+def gap_summary(runs: Sequence[Series]) -> str:
+    def describe(ms: Sequence[Any]) -> str:
+        return f"gap {_at(ms, lambda m: m.test_loss - m.train_loss, '+.3f')}"
+
+    return _summary(runs, "Test minus train loss per epoch (above 0: overfitting)", describe)
 
 
 def apply_view(fig: go.Figure, view: dict[str, Any] | None) -> go.Figure:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from .charts import PALETTE
 from .features import FeatureSummary, common_edges, filter_grid, histogram
 
-MODEL_COLOURS = ("#0072B2", "#D55E00")
+MODEL_COLOURS = PALETTE[:2]  # Okabe–Ito blue and vermillion
 MODEL_DASHES = ("solid", "dash")
 MODEL_MARKERS = ("circle", "square")
 HEIGHT = 300
@@ -101,4 +102,31 @@ def features_text_summary(name: str, s: FeatureSummary) -> str:
         f"{name}: over {s.n_images:,} test images, mean fc1 activation {s.mean:.2f}, "
         f"{s.zero_fraction:.0%} of activations are zero, {s.dead_units} of "
         f"{len(s.unit_means)} units never fire; the top tenth of units average {top:.2f}."
+    )
+
+
+def histogram_summary(named: Sequence[tuple[str, FeatureSummary]]) -> str:
+    parts = [
+        f"{name}: {s.zero_fraction:.0%} of activations are zero, the others average "
+        f"{s.mean_active:.2f}"
+        for name, s in named
+    ]
+    return "Histogram of fc1's non-zero activations. " + "; ".join(parts) + "."
+
+
+def unit_means_summary(named: Sequence[tuple[str, FeatureSummary]]) -> str:
+    parts = []
+    for name, s in named:
+        m = s.unit_means
+        parts.append(
+            f"{name}: largest {m[0]:.2f}, median {float(np.median(m)):.2f}, "
+            f"{s.dead_units} of {len(m)} units never fire"
+        )
+    return "Mean activation of each fc1 unit, sorted from the largest. " + "; ".join(parts) + "."
+
+
+def filters_summary(filters: np.ndarray, name: str) -> str:
+    return (
+        f"{name}: conv1's {len(filters)} filters of 3×3 weights as small grey images "
+        "(white positive, black negative)."
     )

@@ -11,13 +11,15 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from .charts import PALETTE
 from .probes import TRANSFORMS, Sweep
 
-# Okabe & Ito (2008): blue, vermillion, bluish green, reddish purple, orange, sky blue.
-CLASS_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+# Okabe & Ito (2008), from the app's one palette: blue, vermillion, bluish green, reddish purple,
+# orange, sky blue.
+CLASS_COLOURS = (*PALETTE[:4], *PALETTE[5:7])
 CLASS_MARKERS = ("circle", "square", "diamond", "triangle-up", "x", "star")
-ENTROPY_COLOUR = "#E69F00"
-MI_COLOUR = "#0072B2"
+ENTROPY_COLOUR = PALETTE[5]
+MI_COLOUR = PALETTE[0]
 LN10 = math.log(10.0)
 HEIGHT = 300
 
@@ -140,4 +142,40 @@ def probe_text_summary(s: Sweep) -> str:
         )
     return f"{t.label} from {t.fmt(s.amounts[first])} to {t.fmt(s.amounts[last])}: " + "; ".join(
         parts
+    )
+
+
+def probe_probability_summary(s: Sweep) -> str:
+    """The probability chart in words: each drawn class's MC mean at the first, middle and last
+    step, and where it peaks (the chart's accessible name)."""
+    t = TRANSFORMS[s.transform]
+    steps = sorted({0, len(s.amounts) // 2, len(s.amounts) - 1})
+    parts = []
+    for c in s.top_classes:
+        values = ", ".join(f"{s.mc_mean[i, c]:.0%} at {t.fmt(s.amounts[i])}" for i in steps)
+        peak = int(np.argmax(s.mc_mean[:, c]))
+        parts.append(
+            f"digit {c}: {values} (highest {s.mc_mean[peak, c]:.0%} at {t.fmt(s.amounts[peak])})"
+        )
+    kind = "Monte-Carlo mean" + (" ± std" if s.has_spread else "")
+    return (
+        f"Probability of the top digits against {t.axis}, {kind} over T = {s.T} passes. "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def probe_uncertainty_summary(s: Sweep) -> str:
+    """The uncertainty chart in words: range and peak of entropy and mutual information."""
+    t = TRANSFORMS[s.transform]
+
+    def line(name: str, v: np.ndarray) -> str:
+        peak = int(np.argmax(v))
+        return (
+            f"{name} from {v.min():.2f} to {v.max():.2f} nats, highest at {t.fmt(s.amounts[peak])}"
+        )
+
+    return (
+        f"Uncertainty against {t.axis}: {line('predictive entropy', s.entropy)}; "
+        f"{line('mutual information', s.mutual_info)}."
     )

@@ -13,18 +13,20 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .charts import PALETTE
+from .charts import DASHES, MARKERS, NEUTRAL, PALETTE
 from .sweeps import Cell, CellResult, aggregate
 
 EMPTY_MESSAGE = "The curve fills in here as runs finish."
 
-# (metric, label, colour) of the curves on each p chart.
+# (metric, label, colour) of the curves on each p chart; a chart's i-th curve also gets the i-th
+# marker and dash, so two curves differ in shape as well as colour.
 LOSS_CURVES = (
     ("final_test_loss", "final test loss", PALETTE[0]),
     ("best_test_loss", "best test loss (any epoch)", PALETTE[1]),
 )
-ACC_CURVES = (("final_test_acc", "final test accuracy", PALETTE[4]),)
-GAP_CURVES = (("gap", "generalisation gap (test − train loss)", PALETTE[2]),)
+ACC_CURVES = (("final_test_acc", "final test accuracy", PALETTE[2]),)
+GAP_CURVES = (("gap", "generalisation gap (test − train loss)", PALETTE[3]),)
+BEST_MARK = "★ best so far"
 # The seeds of one grid point are spread this far apart on the x axis (in p units).
 SEED_SPREAD = 0.012
 
@@ -71,8 +73,10 @@ def _curve_traces(
     x_of: Any,
     fmt: str,
     seed_offsets: Mapping[int, float] | None = None,
+    style: int = 0,
 ) -> list[dict[str, Any]]:
-    """The mean ± std line of ``metric`` over ``cells`` and the individual seeds as points."""
+    """The mean ± std line of ``metric`` over ``cells`` and the individual seeds as points,
+    in the ``style``-th marker and dash."""
     points = aggregate(cells, results)
     if not points:
         return []
@@ -94,8 +98,8 @@ def _curve_traces(
         "customdata": [[pt[metric].std, pt.n] for pt in points],
         "hovertemplate": f"%{{y:{fmt}}} ± %{{customdata[0]:{fmt}}} (n = %{{customdata[1]}})"
         f"<extra>{name}</extra>",
-        "line": {"color": colour, "width": 2.5},
-        "marker": {"size": 8, "color": colour},
+        "line": {"color": colour, "width": 2.5, "dash": DASHES[style % len(DASHES)]},
+        "marker": {"size": 9, "color": colour, "symbol": MARKERS[style % len(MARKERS)]},
     }
     done = [c for c in cells if c.index in results]
     offsets = seed_offsets or {}
@@ -109,7 +113,12 @@ def _curve_traces(
         "y": [getattr(results[c.index], metric) for c in done],
         "customdata": [c.seed for c in done],
         "hovertemplate": f"seed %{{customdata}}: %{{y:{fmt}}}<extra>{name}</extra>",
-        "marker": {"size": 6, "color": colour, "opacity": 0.45, "symbol": "circle-open"},
+        "marker": {
+            "size": 6,
+            "color": colour,
+            "opacity": 0.45,
+            "symbol": f"{MARKERS[style % len(MARKERS)]}-open",
+        },
     }
     return [mean, seeds]
 
@@ -129,9 +138,9 @@ def p_figure(
     fmt = ".2%" if percent else ".3f"
     offsets = _offsets([c.seed for c in cells])
     traces: list[dict[str, Any]] = []
-    for metric, label, colour in curves:
+    for i, (metric, label, colour) in enumerate(curves):
         traces += _curve_traces(
-            cells, results, metric, label, colour, lambda size, p: p, fmt, offsets
+            cells, results, metric, label, colour, lambda size, p: p, fmt, offsets, style=i
         )
     ps = [c.p for c in cells] or [0.0]
     pad = max(0.05, 2 * SEED_SPREAD * len(offsets))
@@ -175,8 +184,10 @@ def size_figure(
     for i, p in enumerate(sorted({c.p for c in cells})):
         mine = [c for c in cells if c.p == p]
         label = "no dropout (p = 0)" if p == 0 else f"dropout p = {p:g}"
-        colour = PALETTE[(0, 2, 4, 1, 3, 5, 6, 7, 8, 9)[i % 10]]
-        traces += _curve_traces(mine, results, metric, label, colour, lambda size, p: size, fmt)
+        colour = PALETTE[i % len(PALETTE)]
+        traces += _curve_traces(
+            mine, results, metric, label, colour, lambda size, p: size, fmt, style=i
+        )
     sizes = sorted({c.train_size for c in cells}) or [1]
     x = {
         "title": {"text": "training images"},
@@ -198,15 +209,22 @@ def guesses_figure(
     height: int = 300,
 ) -> go.Figure:
     """A bar per choice (in the given order) with its number of guesses; ``answer`` (the
-    choice the results favour so far), when given, is drawn in a stronger colour."""
+    choice the results favour so far), when given, is drawn in a stronger colour, hatched, and
+    marked "★ best so far" (colour is never the only cue)."""
     ys = [int(counts.get(c, 0)) for c in choices]
-    colours = [PALETTE[4] if c == answer else PALETTE[9] for c in choices]
+    colours = [PALETTE[0] if c == answer else NEUTRAL for c in choices]
     trace = {
         "type": "bar",
         "x": list(choices),
         "y": ys,
-        "marker": {"color": colours},
-        "text": [str(n) if n else "" for n in ys],
+        "marker": {
+            "color": colours,
+            "pattern": {"shape": ["/" if c == answer else "" for c in choices], "solidity": 0.3},
+        },
+        "text": [
+            f"{n} {BEST_MARK}" if c == answer else (str(n) if n else "")
+            for c, n in zip(choices, ys, strict=True)
+        ],
         "textposition": "outside",
         "hovertemplate": "%{x}: %{y}<extra></extra>",
         "name": "guesses",
@@ -251,6 +269,95 @@ def figures_for(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> dic
         "p_loss": loss_vs_p_figure(cells, results),
         "p_acc": accuracy_vs_p_figure(cells, results),
         "p_gap": gap_vs_p_figure(cells, results),
+    }
+
+
+# ---------------------------------------------------------------------------- in words
+def _stat_text(stat: Any, fmt: str) -> str:
+    if stat.n < 2:
+        return f"{format(stat.mean, fmt)} (1 seed)"
+    return f"{format(stat.mean, fmt)} ± {format(stat.std, fmt)} ({stat.n} seeds)"
+
+
+def _curve_summary(points: Sequence[Any], metric: str, label: str, fmt: str, x_text: Any) -> str:
+    values = ", ".join(f"{x_text(pt)}: {_stat_text(pt[metric], fmt)}" for pt in points)
+    best = min if metric != "final_test_acc" else max
+    top = best(points, key=lambda pt: pt[metric].mean)
+    word = "lowest" if best is min else "highest"
+    extra = f"; {word} at {x_text(top)}" if len(points) > 1 else ""
+    return f"{label}: {values}{extra}"
+
+
+def _p_text(pt: Any) -> str:
+    return f"p = {pt.p:g}"
+
+
+def p_summary(
+    cells: Sequence[Cell],
+    results: Mapping[int, CellResult],
+    curves: Sequence[tuple[str, str, str]],
+    title: str,
+    percent: bool = False,
+) -> str:
+    """A p chart in words with its numbers (the chart's text for screen readers)."""
+    points = aggregate(cells, results)
+    if not points:
+        return f"{title}: no finished runs yet, the chart is empty."
+    fmt = ".1%" if percent else ".3f"
+    parts = [_curve_summary(points, m, label, fmt, _p_text) for m, label, _ in curves]
+    return f"{title}, mean ± std over seeds. " + ". ".join(parts) + "."
+
+
+def size_summary(
+    cells: Sequence[Cell],
+    results: Mapping[int, CellResult],
+    metric: str = "final_test_error",
+    title: str = "Test error against training-set size",
+    percent: bool = True,
+) -> str:
+    points = aggregate(cells, results)
+    if not points:
+        return f"{title}: no finished runs yet, the chart is empty."
+    fmt = ".1%" if percent else ".3f"
+    parts = []
+    for p in sorted({pt.p for pt in points}):
+        mine = [pt for pt in points if pt.p == p]
+        label = "no dropout (p = 0)" if p == 0 else f"dropout p = {p:g}"
+        values = ", ".join(
+            f"{pt.train_size:,} images: {_stat_text(pt[metric], fmt)}" for pt in mine
+        )
+        parts.append(f"{label}: {values}")
+    return f"{title}, mean ± std over seeds. " + ". ".join(parts) + "."
+
+
+def guesses_summary(
+    choices: Sequence[str], counts: Mapping[str, int], answer: str | None = None
+) -> str:
+    total = sum(int(counts.get(c, 0)) for c in choices)
+    if not total:
+        return f"The class's guesses: none yet, 0 over the {len(choices)} choices."
+    values = ", ".join(f"{c}: {int(counts.get(c, 0))}" for c in choices)
+    best = f" The results favour {answer} so far ({BEST_MARK})." if answer is not None else ""
+    return f"The class's guesses, {total} in all: {values}.{best}"
+
+
+def summaries_for(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> dict[str, str]:
+    """The charts of :func:`figures_for` in words, by the same names."""
+    if len({c.train_size for c in cells}) > 1:
+        return {
+            "size_error": size_summary(cells, results),
+            "size_loss": size_summary(
+                cells,
+                results,
+                "final_test_loss",
+                "Final test loss against training-set size",
+                percent=False,
+            ),
+        }
+    return {
+        "p_loss": p_summary(cells, results, LOSS_CURVES, "Test loss against p"),
+        "p_acc": p_summary(cells, results, ACC_CURVES, "Test accuracy against p", percent=True),
+        "p_gap": p_summary(cells, results, GAP_CURVES, "Generalisation gap against p"),
     }
 
 

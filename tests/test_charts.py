@@ -111,9 +111,107 @@ def test_empty_input_says_what_to_do():
     assert not notes(charts.loss_figure(RUNS))
 
 
-def test_colours_are_stable_and_distinct():
-    assert len({charts.colour_for(i) for i in range(10)}) == 10
-    assert charts.colour_for(10) == charts.colour_for(0)
+def test_colours_and_markers_are_stable_and_distinct():
+    n = len(charts.PALETTE)
+    assert len({charts.colour_for(i) for i in range(n)}) == n == 8
+    assert charts.colour_for(n) == charts.colour_for(0)
+    assert len({(charts.colour_for(i), charts.marker_for(i)) for i in range(n)}) == n
+    assert len({charts.marker_for(i) for i in range(len(charts.MARKERS))}) == len(charts.MARKERS)
+    # a run's marker never looks like the whole-test-set point
+    assert charts.FINAL_SYMBOL not in charts.MARKERS
+    assert all(m in charts.MARKER_GLYPHS for m in charts.MARKERS)
+
+
+OKABE_ITO = {"#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"}
+TABLEAU_10 = (
+    "#4E79A7",
+    "#F28E2B",
+    "#E15759",
+    "#76B7B2",
+    "#59A14F",
+    "#EDC948",
+    "#B07AA1",
+    "#FF9DA7",
+)
+# Machado, Oliveira & Fernandes (2009): full-severity dichromacy, applied to linear RGB.
+DICHROMACY = {
+    "protanopia": (
+        (0.152286, 1.052583, -0.204868),
+        (0.114503, 0.786281, 0.099216),
+        (-0.003882, -0.048116, 1.051998),
+    ),
+    "deuteranopia": (
+        (0.367322, 0.860646, -0.227968),
+        (0.280085, 0.672501, 0.047413),
+        (-0.011820, 0.042940, 0.968881),
+    ),
+    "tritanopia": (
+        (1.255528, -0.076749, -0.178779),
+        (-0.078411, 0.930809, 0.147602),
+        (0.004733, 0.691367, 0.303900),
+    ),
+}
+
+
+def _lab_as_seen(hex_colour: str, matrix) -> tuple[float, float, float]:
+    """CIELAB (D65) of ``hex_colour`` as a dichromat sees it (matrix on linear sRGB)."""
+    srgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in srgb]
+    seen = [min(1.0, max(0.0, sum(m * c for m, c in zip(row, lin, strict=True)))) for row in matrix]
+    to_xyz = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+    white = (0.95047, 1.0, 1.08883)
+    x, y, z = (
+        sum(m * c for m, c in zip(row, seen, strict=True)) / w
+        for row, w in zip(to_xyz, white, strict=True)
+    )
+    f = [t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29 for t in (x, y, z)]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def _closest_pair(palette, matrix) -> float:
+    return min(
+        math.dist(_lab_as_seen(a, matrix), _lab_as_seen(b, matrix))
+        for a, b in itertools.combinations(palette, 2)
+    )
+
+
+def test_the_palette_is_okabe_ito_and_stays_apart_for_colour_blind_viewers():
+    assert set(charts.PALETTE) == OKABE_ITO
+    for name, matrix in DICHROMACY.items():
+        # every two of the eight run colours differ by > 15 ΔE*ab as a dichromat sees them
+        assert _closest_pair(charts.PALETTE, matrix) > 15, name
+        assert _closest_pair(charts.PALETTE[:2], matrix) > 80, name  # a comparison: far apart
+    # the check has teeth: the old Tableau palette puts two runs ~1 ΔE apart for deuteranopes
+    assert _closest_pair(TABLEAU_10, DICHROMACY["deuteranopia"]) < 5
+
+
+def test_each_run_has_its_own_marker_on_every_chart():
+    runs = [r._replace(symbol=charts.marker_for(i)) for i, r in enumerate(RUNS)]
+    for build in (charts.loss_figure, charts.accuracy_figure, charts.gap_figure):
+        for trace in build(runs).data:
+            run = next(r for r in runs if trace.name.startswith(r.name))
+            assert trace.marker.symbol == run.symbol
+            assert trace.marker.size >= 7
+
+
+def test_a_long_run_name_left_out_of_an_end_label_leaves_its_marker_shape():
+    long = Series("a run with a long name", charts.colour_for(1), metrics(3), 3, "square")
+    (label,) = end_labels(charts.loss_figure([long]))
+    assert label.text == f"■ <b>{long.metrics[-1].test_loss:.3f}</b>"
+
+
+def test_the_summaries_say_what_the_charts_show_in_numbers():
+    runs = overfit_pair()
+    loss = charts.loss_summary(runs)
+    assert "p = 0: test loss 0.221 at epoch 30" in loss
+    assert "p = 0.5: test loss 0.153 at epoch 30" in loss
+    assert "train loss 0.002" in loss
+    assert "p = 0.5: test accuracy 96.0% at epoch 30" in charts.accuracy_summary(runs)
+    assert f"p = 0: gap {0.221 - 0.002:+.3f} at epoch 30" in charts.gap_summary(runs)
+    assert "no epochs yet" in charts.loss_summary([])
+    # a curve that turned upward says where its lowest point was
+    rising = Series("p = 0", "#000", (*metrics(4)[:2], M(3, 0.1, 0.9, 2.0, 0.8)), 3)
+    assert "(lowest 0.650 at epoch 2)" in charts.loss_summary([rising])
 
 
 def test_apply_view_restores_zoom_and_hidden_traces():
@@ -295,14 +393,14 @@ def test_end_labels_follow_a_live_run_and_never_overlap():
     ]
 
 
-def test_a_long_name_leaves_the_number_alone_and_a_diverged_run_is_skipped():
+def test_a_long_name_leaves_its_marker_and_number_and_a_diverged_run_is_skipped():
     nan = tuple(M(e, float("nan"), 0.1, float("nan"), 0.1) for e in range(1, 4))
     runs = [
         Series("p=0.50 · 1,000 imgs · 30 ep (#2)", "#111", metrics(4), epochs=4),
         Series("diverged", "#222", nan, epochs=4),
     ]
     (label,) = end_labels(charts.loss_figure(runs))
-    assert label.text == f"<b>{metrics(4)[-1].test_loss:.3f}</b>"
+    assert label.text == f"● <b>{metrics(4)[-1].test_loss:.3f}</b>"  # the marker stands for it
 
 
 def test_a_double_click_for_the_whole_curve_drops_the_focused_range():

@@ -87,6 +87,12 @@ def test_guess_histogram_counts_each_choice_and_marks_the_answer():
     (bar,) = fig.data
     assert list(bar.x) == ["0", "0.5", "0.9"] and list(bar.y) == [1, 3, 0]
     assert bar.marker.color[1] != bar.marker.color[0] == bar.marker.color[2]
+    # not by colour alone: the answer's bar is hatched and labelled
+    assert list(bar.marker.pattern.shape) == ["", "/", ""]
+    assert list(bar.text) == ["1", f"3 {sweep_charts.BEST_MARK}", ""]
+    summary = sweep_charts.guesses_summary(["0", "0.5", "0.9"], {"0.5": 3, "0": 1}, "0.5")
+    assert summary.startswith("The class's guesses, 4 in all: 0: 1, 0.5: 3, 0.9: 0.")
+    assert "favour 0.5" in summary
     empty = sweep_charts.guesses_figure(["a", "b"], {})
     assert "No guesses yet" in empty.layout.annotations[0].text
 
@@ -112,3 +118,39 @@ def test_a_projector_copy_of_an_empty_board_can_be_drawn():
     big = sweep_charts.for_projector(empty, 420)
     assert isinstance(big, go.Figure) and big.layout.height == 420
     assert plotly.tools.return_figure_from_figure_or_data(big, validate_figure=True) is not None
+
+
+def test_curves_of_one_chart_differ_in_marker_and_dash_not_only_colour():
+    grid = Grid(ps=(0.0, 0.5), seeds=(0,), base=BASE)
+    results = {c.index: result(0.3) for c in grid.cells()}
+    loss = traces(sweep_charts.loss_vs_p_figure(grid.cells(), results))
+    final, best = loss["final test loss"], loss["best test loss (any epoch)"]
+    assert final["marker"]["symbol"] != best["marker"]["symbol"]
+    assert final["line"]["dash"] != best["line"]["dash"]
+    assert loss["final test loss · each seed"]["marker"]["symbol"].endswith("-open")
+    sizes = Grid(ps=(0.0, 0.5), seeds=(0,), sizes=(100, 1_000), base=BASE)
+    fig = sweep_charts.size_figure(sizes.cells(), {c.index: result(0.2) for c in sizes.cells()})
+    means = [t for t in fig.to_dict()["data"] if t.get("showlegend", True)]
+    assert len({t["marker"]["symbol"] for t in means}) == len(means) == 2
+    assert len({t["line"]["color"] for t in means}) == 2
+
+
+def test_summaries_say_each_charts_numbers():
+    grid = Grid(ps=(0.0, 0.5), seeds=(0, 1), base=BASE)
+    cells = grid.cells()
+    losses = {0.0: [0.30, 0.34], 0.5: [0.20, 0.22]}
+    results = {c.index: result(losses[c.p][c.seed], acc=1 - losses[c.p][c.seed]) for c in cells}
+    texts = sweep_charts.summaries_for(cells, results)
+    assert set(texts) == set(sweep_charts.figures_for(cells, results))
+    std0 = np.std(losses[0.0], ddof=1)
+    assert f"p = 0: 0.320 ± {std0:.3f} (2 seeds)" in texts["p_loss"]
+    assert "final test loss:" in texts["p_loss"] and "lowest at p = 0.5" in texts["p_loss"]
+    assert "p = 0.5: 79.0%" in texts["p_acc"] and "highest at p = 0.5" in texts["p_acc"]
+    assert "no finished runs yet" in sweep_charts.summaries_for(cells, {})["p_gap"]
+    sizes = Grid(ps=(0.0, 0.5), seeds=(0,), sizes=(100, 1_000), base=BASE)
+    one = {c.index: result(0.2, acc=0.95) for c in sizes.cells()}
+    size_texts = sweep_charts.summaries_for(sizes.cells(), one)
+    assert (
+        "no dropout (p = 0): 100 images: 5.0% (1 seed), 1,000 images: 5.0%"
+        in (size_texts["size_error"])
+    )

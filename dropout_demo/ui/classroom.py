@@ -353,9 +353,18 @@ def board_panel(code: str, owner: str, present: bool) -> None:
             )
             if present:
                 fig = sweep_charts.for_projector(fig, 420)
-            st.plotly_chart(fig, key="class_guesses", config={"displaylogo": False})
+            counts = room.guess_counts()
+            st.plotly_chart(
+                fig,
+                key="class_guesses",
+                config={"displaylogo": False},
+                alt=sweep_charts.guesses_summary(room.choices, counts, favoured),
+            )
             if favoured is not None:
-                st.caption(f"Green: {favoured}, the lowest mean final test loss so far.")
+                st.caption(
+                    f"{sweep_charts.BEST_MARK} (blue, hatched): {favoured}, the lowest mean "
+                    "final test loss so far."
+                )
     else:
         st.info(line, icon=":material/insights:")
     grid_charts(cells, results, "class", height=460 if present else None)
@@ -388,7 +397,7 @@ def presenter_view(room: ClassRoom, owner: str) -> None:
     left, right = st.columns([4, 1], vertical_alignment="center")
     left.title(f"Class {room.code}")
     left.markdown(f"Join at **{url}** · {room.grid.describe()}")
-    right.image(qr_png(url, scale=6), width=180)
+    right.image(qr_png(url, scale=6), width=180, alt=f"QR code of the join link {url}")
     st.fragment(run_every=POLL_SECONDS)(board_panel)(room.code, owner, True)
 
 
@@ -419,7 +428,12 @@ def class_view() -> None:
             f"Experiment: {room.grid.describe()}. Press **Run my cell**: you get the next "
             "cell nobody has taken, and your finished run joins the board for everyone."
         )
-    qr.image(qr_png(url, scale=4), width=130, caption="scan to join")
+    qr.image(
+        qr_png(url, scale=4),
+        width=130,
+        caption="scan to join",
+        alt=f"QR code of the join link {url}",
+    )
     if owner == room.teacher:
         _teacher_tools(room)
 

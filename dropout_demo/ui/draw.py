@@ -17,6 +17,7 @@ import torch
 
 from .. import links
 from ..canvas import EMPTY_MESSAGE, CanvasResult, preprocess
+from ..charts import PALETTE
 from ..config import TrainConfig
 from ..inference import MAX_SAMPLES, MCResult, PassResult, mc_predict, predict, stochastic_pass
 from ..model import HIDDEN_UNITS, make_checkpoint
@@ -31,10 +32,10 @@ STROKE_WIDTH = 20
 MASK_SHAPE = (8, 16)  # fc1's 128 units drawn as 8 rows x 16 columns
 LN10 = float(np.log(10.0))  # the largest possible entropy over 10 classes, nats
 
-KEEP_COLOUR = "#4c78a8"
+KEEP_COLOUR = PALETTE[0]
 DROP_COLOUR = "#262730"
-BAR_COLOUR = "#9ecae9"
-TOP_COLOUR = "#4c78a8"
+BAR_COLOUR = PALETTE[6]  # Okabe–Ito sky blue; the top digit's bar: blue, hatched, labelled
+TOP_COLOUR = PALETTE[0]
 FIG_CONFIG = {"displayModeBar": False}
 
 _K_CANVAS = "draw_canvas_generation"
@@ -64,6 +65,24 @@ def _bar_colours(values: np.ndarray) -> list[str]:
     return [TOP_COLOUR if i == top else BAR_COLOUR for i in range(len(values))]
 
 
+def _top_bar(values: np.ndarray, text: str) -> dict:
+    """The top digit's bar told apart by more than colour: hatched, its value written on it."""
+    top = int(np.argmax(values))
+    return {
+        "marker_pattern_shape": ["/" if i == top else "" for i in range(len(values))],
+        "text": [text if i == top else "" for i in range(len(values))],
+        "textposition": "outside",
+        "cliponaxis": False,
+    }
+
+
+def bars_summary(values: np.ndarray, what: str, fmt: str = ".1%", count: int = 3) -> str:
+    """A digit bar chart in words, its largest bars first (the chart's text for screen readers)."""
+    order = np.argsort(-np.asarray(values), kind="stable")[:count]
+    bars = ", ".join(f"{int(i)}: {format(values[i], fmt)}" for i in order)
+    return f"{what}, largest first: {bars}."
+
+
 def _digit_axes(fig: go.Figure, title: str, y_title: str, y_range=None) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 14}},
@@ -83,6 +102,7 @@ def probability_figure(probs: np.ndarray, title: str = "Eval-mode probabilities"
             x=list(range(10)),
             y=probs,
             marker_color=_bar_colours(probs),
+            **_top_bar(probs, f"{float(np.max(probs)):.0%}"),
             hovertemplate="digit %{x}: %{y:.1%}<extra></extra>",
         )
     )
@@ -96,6 +116,7 @@ def mc_mean_figure(mc: MCResult) -> go.Figure:
             y=mc.mean,
             error_y={"type": "data", "array": mc.std, "visible": True, "thickness": 1.5},
             marker_color=_bar_colours(mc.mean),
+            **_top_bar(mc.mean, f"{float(np.max(mc.mean)):.0%}"),
             hovertemplate="digit %{x}: %{y:.1%} ± %{error_y.array:.1%}<extra></extra>",
         )
     )
@@ -108,6 +129,7 @@ def votes_figure(mc: MCResult) -> go.Figure:
             x=list(range(10)),
             y=mc.votes,
             marker_color=_bar_colours(mc.votes),
+            **_top_bar(mc.votes, str(int(np.max(mc.votes)))),
             hovertemplate="digit %{x}: %{y} of " + str(mc.T) + " passes<extra></extra>",
         )
     )
@@ -342,7 +364,12 @@ def eval_panel(model, x: torch.Tensor, slot: int = 0) -> None:
         f"<div style='color:gray'>predicted digit · {probs[digit]:.1%} sure</div>",
         unsafe_allow_html=True,
     )
-    st.plotly_chart(probability_figure(probs), config=FIG_CONFIG, key=f"draw_eval_{slot}")
+    st.plotly_chart(
+        probability_figure(probs),
+        config=FIG_CONFIG,
+        key=f"draw_eval_{slot}",
+        alt=bars_summary(probs, "Eval-mode probability of each digit"),
+    )
 
 
 def mc_panel(model, x: torch.Tensor, samples: int, seed: int, slot: int = 0) -> MCResult:
@@ -355,8 +382,18 @@ def mc_panel(model, x: torch.Tensor, samples: int, seed: int, slot: int = 0) -> 
         )
     agree = int(mc.votes[mc.prediction])
     st.markdown(f"MC prediction: **{mc.prediction}** · {agree} of {mc.T} passes agree")
-    st.plotly_chart(mc_mean_figure(mc), config=FIG_CONFIG, key=f"draw_mc_mean_{slot}")
-    st.plotly_chart(votes_figure(mc), config=FIG_CONFIG, key=f"draw_mc_votes_{slot}")
+    st.plotly_chart(
+        mc_mean_figure(mc),
+        config=FIG_CONFIG,
+        key=f"draw_mc_mean_{slot}",
+        alt=bars_summary(mc.mean, f"Mean probability of each digit over T = {mc.T} passes"),
+    )
+    st.plotly_chart(
+        votes_figure(mc),
+        config=FIG_CONFIG,
+        key=f"draw_mc_votes_{slot}",
+        alt=bars_summary(mc.votes, f"Passes (of {mc.T}) whose top digit each is", "d"),
+    )
     c1, c2 = st.columns(2)
     c1.metric(
         "Predictive entropy",
@@ -388,7 +425,12 @@ def pass_panel(model, x: torch.Tensor, seed: int | None, slot: str) -> None:
         f" · {dropped} of {HIDDEN_UNITS} fc1 units dropped (dark) · kept units × "
         f"1/(1−{result.p:.2f}) = **×{result.scale:.2f}**"
     )
-    st.plotly_chart(mask_figure(result), config=FIG_CONFIG, key=f"draw_mask_{slot}")
+    st.plotly_chart(
+        mask_figure(result),
+        config=FIG_CONFIG,
+        key=f"draw_mask_{slot}",
+        alt=f"fc1's {HIDDEN_UNITS} units in a grid: {dropped} dropped (dark), the others kept.",
+    )
 
 
 # ---------------------------------------------------------------- the view
@@ -557,9 +599,18 @@ def draw_view() -> None:
     with right:
         st.markdown("**What the model receives** (28×28)")
         if drawing is not None and drawing.preview is not None:
-            st.image(upscale(drawing.preview, 7), clamp=True, width=196)
+            st.image(
+                upscale(drawing.preview, 7),
+                clamp=True,
+                width=196,
+                alt="The drawing as the model receives it: 28×28 pixels, white on black",
+            )
         else:
-            st.image(np.zeros((196, 196), dtype=np.uint8), width=196)
+            st.image(
+                np.zeros((196, 196), dtype=np.uint8),
+                width=196,
+                alt="The model's 28×28 input: empty until you draw",
+            )
         learn_link("canvas", "How a drawing becomes MNIST-like")
 
     if drawing is None or drawing.message == EMPTY_MESSAGE:

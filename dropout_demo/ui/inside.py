@@ -11,7 +11,10 @@ from ..feature_charts import (
     activation_histogram_figure,
     features_text_summary,
     filters_figure,
+    filters_summary,
+    histogram_summary,
     unit_means_figure,
+    unit_means_summary,
 )
 from ..features import (
     FeatureSummary,
@@ -118,10 +121,12 @@ def inside_view() -> None:
     for slot, ((choice, model), col) in enumerate(zip(picked, columns, strict=True)):
         with col:
             title = f"{_short(choice, 'AB'[slot])} · {choice.label.split(' · ', 1)[-1]}"
+            filters = first_layer_filters(model)
             st.plotly_chart(
-                filters_figure(first_layer_filters(model), title),
+                filters_figure(filters, title),
                 config=FIG_CONFIG,
                 key=f"inside_filters_{slot}",
+                alt=filters_summary(filters, title),
             )
 
     st.subheader("fc1 activations over test images", anchor="activations")
@@ -145,9 +150,17 @@ def inside_view() -> None:
         c3.metric("Silent units", f"{s.dead_units}", help="Units that are 0 on every image.")
     c_hist, c_units = st.columns(2)
     c_hist.plotly_chart(
-        activation_histogram_figure(named), config=FIG_CONFIG, key="inside_histogram"
+        activation_histogram_figure(named),
+        config=FIG_CONFIG,
+        key="inside_histogram",
+        alt=histogram_summary(named),
     )
-    c_units.plotly_chart(unit_means_figure(named), config=FIG_CONFIG, key="inside_unit_means")
+    c_units.plotly_chart(
+        unit_means_figure(named),
+        config=FIG_CONFIG,
+        key="inside_unit_means",
+        alt=unit_means_summary(named),
+    )
     for name, s in named:
         st.caption(features_text_summary(name, s))
     st.caption(

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -213,13 +214,27 @@ def _submit(configs: Sequence[TrainConfig], owner: str) -> None:
 
 
 # ---------------------------------------------------------------------------- runs table
-def _colours(snaps: Sequence[JobSnapshot]) -> dict[str, str]:
-    """A stable colour per job: the palette indexed by this session's submission order."""
+class Look(NamedTuple):
+    """How a run is drawn everywhere on the page: colour and marker shape (never colour alone)."""
+
+    colour: str
+    symbol: str
+
+    @property
+    def glyph(self) -> str:
+        return charts.MARKER_GLYPHS[self.symbol]
+
+
+def _colours(snaps: Sequence[JobSnapshot]) -> dict[str, Look]:
+    """A stable colour and marker per job: the palette indexed by this session's submission
+    order."""
     index = st.session_state.setdefault(_COLOURS_KEY, {})
     for s in snaps:
         if s.id not in index:
             index[s.id] = max(index.values(), default=-1) + 1
-    return {s.id: charts.colour_for(index[s.id]) for s in snaps}
+    return {
+        s.id: Look(charts.colour_for(index[s.id]), charts.marker_for(index[s.id])) for s in snaps
+    }
 
 
 def _elapsed(seconds: float) -> str:
@@ -323,10 +338,12 @@ ACTION_WIDTHS = [3.0, 1.0, 0.8, 1.0, 3.2]
 _CELL = "padding:0.35rem 0.6rem 0.35rem 0;vertical-align:middle"
 
 
-def _swatch(colour: str) -> str:
+def _swatch(look: Look) -> str:
+    """The run's marker shape in its colour, as on the charts (hidden from screen readers: the
+    run's name follows it)."""
     return (
-        '<span style="display:inline-block;width:0.9rem;height:0.9rem;border-radius:3px;'
-        f'background:{colour};vertical-align:-0.1rem;margin-right:0.4rem"></span>'
+        f'<span aria-hidden="true" title="{look.symbol}" style="color:{look.colour};'
+        f'font-size:1.05rem;margin-right:0.4rem">{look.glyph}</span>'
     )
 
 
@@ -342,12 +359,12 @@ def _progress_cell(s: JobSnapshot) -> str:
     bar = (
         '<div style="height:0.35rem;border-radius:0.2rem;background:rgba(128,128,128,0.25)">'
         f'<div style="height:100%;width:{value:.0%};border-radius:0.2rem;'
-        'background:#4E79A7"></div></div>'
+        f'background:{charts.PALETTE[0]}"></div></div>'
     )
     return f'{bar}<span style="font-size:0.85rem">{text} · {acc} · {elapsed}</span>'
 
 
-def runs_table_html(snaps: Sequence[JobSnapshot], colours: dict[str, str]) -> str:
+def runs_table_html(snaps: Sequence[JobSnapshot], colours: dict[str, Look]) -> str:
     """The runs table as one element: a class's every tick pays for one message, not dozens.
 
     Each row carries ``data-status`` (queued, running, done, stopped, …) for tools that read
@@ -378,7 +395,7 @@ def _actions_signature(snaps: Sequence[JobSnapshot]) -> tuple:
     )
 
 
-def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: str) -> None:
+def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, Look], owner: str) -> None:
     """Stop or Remove, and the downloads, for each run: drawn with the page, not every tick
     (the live panel redraws the page when one of these must change)."""
     for s in snaps:
@@ -417,10 +434,10 @@ def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, str], owner: st
 
 
 # ---------------------------------------------------------------------------- charts
-def chart_series(snaps: Sequence[JobSnapshot], colours: dict[str, str]) -> list[charts.Series]:
+def chart_series(snaps: Sequence[JobSnapshot], colours: dict[str, Look]) -> list[charts.Series]:
     labels = insights.short_labels([s.config.p for s in snaps], [s.name for s in snaps])
     return [
-        charts.Series(label, colours[s.id], s.metrics, s.config.epochs)
+        charts.Series(label, colours[s.id].colour, s.metrics, s.config.epochs, colours[s.id].symbol)
         for s, label in zip(snaps, labels, strict=True)
     ]
 
@@ -475,7 +492,7 @@ def _frozen(fig: go.Figure) -> _FrozenFigure:
 def _content_key(snaps: Sequence[JobSnapshot], series: Sequence[charts.Series]) -> tuple:
     # A run's key and epoch count pin its metrics: no need to hash every epoch on every tick.
     return tuple(
-        (r.name, r.colour, r.epochs, s.key, len(r.metrics))
+        (r.name, r.colour, r.symbol, r.epochs, s.key, len(r.metrics))
         for s, r in zip(snaps, series, strict=True)
     )
 
@@ -539,18 +556,20 @@ def live_panel(
     content = _content_key(snaps, series)
     views = plot_views(CHART_KEYS, key="lab_chart_views")
 
-    def chart(build, key: str) -> None:
+    def chart(build, summarise, key: str) -> None:
         view = views.get(key)
         cache_key = (key, content, json.dumps(view, sort_keys=True) if view else "")
         fig = _figures.get(cache_key, lambda: _frozen(charts.apply_view(build(series), view)))
-        st.plotly_chart(fig, key=key, config={"displaylogo": False})
+        # The chart's numbers in words: its accessible name, read out by screen readers.
+        text = _figures.get((f"{key}_text", content), lambda: summarise(series))
+        st.plotly_chart(fig, key=key, config={"displaylogo": False}, alt=text)
 
     st.subheader("Loss per epoch")
     st.caption(
-        "Train solid, test dashed; one colour per run, as in the table. "
+        "Train solid, test dashed; one colour and marker shape per run, as in the table. "
         "Zoom and legend clicks stay while the curves grow; double-click resets."
     )
-    chart(charts.loss_figure, "lab_loss_chart")
+    chart(charts.loss_figure, charts.loss_summary, "lab_loss_chart")
     st.info(
         _figures.get(("reading", content), lambda: curves_reading(series)),
         icon=":material/insights:",
@@ -558,10 +577,10 @@ def live_panel(
     left, right = st.columns(2)
     with left:
         st.markdown("**Accuracy per epoch**")
-        chart(charts.accuracy_figure, "lab_acc_chart")
+        chart(charts.accuracy_figure, charts.accuracy_summary, "lab_acc_chart")
     with right:
         st.markdown("**Generalisation gap** (test − train loss)")
-        chart(charts.gap_figure, "lab_gap_chart")
+        chart(charts.gap_figure, charts.gap_summary, "lab_gap_chart")
     log.debug("lab live panel: %d runs, %.1f ms", len(snaps), (time.perf_counter() - started) * 1e3)
 
 

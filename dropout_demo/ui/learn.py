@@ -11,6 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from ..charts import NEUTRAL, PALETTE
+
 SECTIONS = {
     "what-it-does": "What dropout does",
     "why-it-helps": "Why it fights overfitting",
@@ -93,17 +95,18 @@ def expected_output(a: np.ndarray, p: float, masks: int = 20_000, seed: int = 0)
 def mask_figure(a: np.ndarray, out: np.ndarray, kept: np.ndarray, p: float) -> go.Figure:
     x = [f"u{i}" for i in range(a.size)]
     fig = go.Figure()
-    fig.add_bar(x=x, y=a.tolist(), name="before dropout", marker_color="#bab0ac")
+    # Before: grey; after: hatched blue; a dropped unit also says "dropped" (not colour alone).
+    fig.add_bar(x=x, y=a.tolist(), name="before dropout", marker_color=NEUTRAL)
     fig.add_bar(
         x=x,
         y=out.tolist(),
         name=f"after (kept × {1 / (1 - p):.2f})",
-        marker_color=np.where(kept, "#4c78a8", "#e45756").tolist(),
+        marker={"color": np.where(kept, PALETTE[0], PALETTE[1]).tolist(), "pattern_shape": "/"},
         text=np.where(kept, "", "dropped").tolist(),
         textposition="outside",
-        textfont={"size": 11, "color": "#e45756"},
+        textfont={"size": 11, "color": PALETTE[1]},
     )
-    fig.add_hline(y=float(a.mean()), line_dash="dot", line_color="#7f7f7f")
+    fig.add_hline(y=float(a.mean()), line_dash="dot", line_color=NEUTRAL)
     fig.update_layout(
         barmode="group",
         height=300,
@@ -112,6 +115,17 @@ def mask_figure(a: np.ndarray, out: np.ndarray, kept: np.ndarray, p: float) -> g
         yaxis_title="activation",
     )
     return fig
+
+
+def mask_summary(a: np.ndarray, out: np.ndarray, kept: np.ndarray, p: float) -> str:
+    """The mask figure in words (its text for screen readers)."""
+    dropped = [f"u{i}" for i in np.flatnonzero(~kept)]
+    return (
+        f"Bars of {a.size} units before and after dropout with p = {p:.2f}: {int(kept.sum())} "
+        f"kept and scaled by {1 / (1 - p):.2f}, {len(dropped)} dropped"
+        + (f" ({', '.join(dropped)})" if dropped else "")
+        + f". Mean before {a.mean():.3f}, after this mask {out.mean():.3f}."
+    )
 
 
 def inverted_dropout_demo() -> dict[str, float]:
@@ -132,7 +146,12 @@ def inverted_dropout_demo() -> dict[str, float]:
         "mean_unscaled": float((1 - p) * a.mean()),
         "kept": int(kept.sum()),
     }
-    st.plotly_chart(mask_figure(a, out, kept, p), config=FIG_CONFIG, key="learn_mask_fig")
+    st.plotly_chart(
+        mask_figure(a, out, kept, p),
+        config=FIG_CONFIG,
+        key="learn_mask_fig",
+        alt=mask_summary(a, out, kept, p),
+    )
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Mean before", f"{numbers['mean_before']:.3f}")
     c2.metric(
@@ -151,7 +170,8 @@ def inverted_dropout_demo() -> dict[str, float]:
         help="(1-p) × mean: what the next layer would get if kept units were not scaled up.",
     )
     st.caption(
-        "Grey: the layer's output. Blue: kept units, scaled by 1/(1−p). Red: dropped. One mask "
+        "Grey: the layer's output. Blue, hatched: kept units, scaled by 1/(1−p). Marked "
+        '"dropped": dropped. One mask '
         "moves the mean around; averaged over masks it equals the input (dotted line) — so at "
         "evaluation, with nothing dropped, the layer can pass its input through unchanged."
     )

@@ -13,7 +13,13 @@ import numpy as np
 import streamlit as st
 
 from ..canvas import CanvasResult
-from ..probe_charts import probe_probability_figure, probe_text_summary, probe_uncertainty_figure
+from ..probe_charts import (
+    probe_probability_figure,
+    probe_probability_summary,
+    probe_text_summary,
+    probe_uncertainty_figure,
+    probe_uncertainty_summary,
+)
 from ..probes import PROBES, TRANSFORMS, Sweep, probe_image, reading, strip, sweep
 from .draw import FIG_CONFIG, ModelChoice, load_model, model_choices, upscale
 
@@ -83,11 +89,13 @@ def _sweep_column(choice: ModelChoice, s: Sweep, slot: int) -> None:
         probe_probability_figure(s),
         config=FIG_CONFIG,
         key=f"probe_probs_{slot}",
+        alt=probe_probability_summary(s),
     )
     st.plotly_chart(
         probe_uncertainty_figure(s),
         config=FIG_CONFIG,
         key=f"probe_uncertainty_{slot}",
+        alt=probe_uncertainty_summary(s),
     )
     st.caption(probe_text_summary(s))
 
@@ -137,10 +145,12 @@ def probe_panel(owner: str, picked: list, drawing: CanvasResult | None) -> list[
 
     sweeps = [run_sweep(c, m, image, name, seed) for c, m in pairs]
     row, idx = strip(sweeps[0].images, THUMBS)
+    amounts = [transform.fmt(sweeps[0].amounts[i]) for i in idx]
     st.image(
         upscale(row, 3),
         clamp=True,
-        caption=" · ".join(transform.fmt(sweeps[0].amounts[i]) for i in idx),
+        caption=" · ".join(amounts),
+        alt=f"The probe image at {', '.join(amounts)} ({transform.axis})",
     )
     columns = st.columns(len(pairs), border=len(pairs) > 1)
     for slot, ((choice, _), s, col) in enumerate(zip(pairs, sweeps, columns, strict=True)):

@@ -145,6 +145,12 @@ def _figures(cells: tuple[Cell, ...], content: tuple) -> dict[str, Any]:
     return sweep_charts.figures_for(cells, results)
 
 
+@functools.lru_cache(maxsize=256)
+def _summaries(cells: tuple[Cell, ...], content: tuple) -> dict[str, str]:
+    results = {i: r for i, r in content}
+    return sweep_charts.summaries_for(cells, results)
+
+
 def _content(results: Mapping[int, CellResult]) -> tuple:
     # CellResults hold per-epoch metrics; two results with equal numbers draw the same.
     return tuple(
@@ -160,7 +166,9 @@ def grid_charts(
     cells: Sequence[Cell], results: Mapping[int, CellResult], key: str, height: int | None = None
 ) -> None:
     """The sweep charts (built once per new result, for every session showing them)."""
-    figs = _figures(tuple(cells), _content(results))
+    content = _content(results)
+    figs = _figures(tuple(cells), content)
+    texts = _summaries(tuple(cells), content)  # each chart's numbers, for screen readers
     names = list(figs)
     columns = st.columns(2) if len(names) > 1 else [st.container()]
     for i, name in enumerate(names):
@@ -168,7 +176,9 @@ def grid_charts(
         if height is not None:  # the presenter view: taller, larger type for the back row
             fig = sweep_charts.for_projector(fig, height)
         with columns[i % len(columns)]:
-            st.plotly_chart(fig, key=f"{key}_{name}", config={"displaylogo": False})
+            st.plotly_chart(
+                fig, key=f"{key}_{name}", config={"displaylogo": False}, alt=texts[name]
+            )
 
 
 def reading_line(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> str:
