@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+# axe-core for the browser accessibility test, pinned by tests/a11y/package-lock.json.
+AXE := tests/a11y/node_modules/axe-core/axe.min.js
 
 .PHONY: run test lint format bench clean-venv
 
@@ -12,10 +14,17 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+$(AXE): tests/a11y/package.json tests/a11y/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: tests/test_browser_a11y.py will skip (in CI it fails)"; \
+	fi
+
 run: $(BIN)/.installed
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
