@@ -14,6 +14,8 @@ import torch
 from ..config import TrainConfig
 from ..training import TRAINING_VERSION, resolve_device, resolve_precision
 
+KEYED_WHEN_SET = {"augment": "none"}
+
 
 def resolved(config: TrainConfig) -> dict[str, object]:
     """The config with ``device`` and ``precision`` as this process would run them.
@@ -29,6 +31,11 @@ def resolved(config: TrainConfig) -> dict[str, object]:
     fields["p"], fields["lr"] = float(f"{config.p:.12g}"), float(f"{config.lr:.12g}")
     fields["device"] = device.type
     fields["precision"] = "bf16" if dtype == torch.bfloat16 else "fp32"
+    # Fields added after runs were first keyed: at their default they are left out, so runs
+    # keyed before the field existed keep their keys (and cached results).
+    for name, default in KEYED_WHEN_SET.items():
+        if fields[name] == default:
+            del fields[name]
     return fields
 
 

@@ -45,6 +45,9 @@ from .scheduler import Scheduler
 
 log = logging.getLogger("dropout_demo.jobs")
 
+# How often a run paused for a priority run looks at its own stop flag (seconds).
+PAUSE_POLL = 0.25
+
 FinishedHook = Callable[[JobSnapshot, SimpleCNN | None], None]
 
 
@@ -91,6 +94,9 @@ class JobManager:
         self._scheduler: Scheduler[Run] = Scheduler(
             self.max_running, self.cores, self._launch_locked, lambda run: run.threads
         )
+        # Set while no priority run trains; other runs wait for it between batches.
+        self._no_priority = threading.Event()
+        self._no_priority.set()
         self._leases = Leases(release_grace, clock)
         self._reaper: threading.Thread | None = None
         self._hooks: list[FinishedHook] = []
@@ -119,11 +125,15 @@ class JobManager:
         tags: tuple[str, ...] = (),
         name: str | None = None,
         group: str = "lab",
+        priority: bool = False,
     ) -> str:
         """Ask for a run; returns this session's id for it (its row).
 
         ``tags`` and ``name`` go with the run into the run store (e.g. the starter model's);
-        ``group`` is the page whose row this is (each page lists its own).
+        ``group`` is the page whose row this is (each page lists its own). ``priority`` (the
+        Draw page's default model, which a first visitor waits for): the run skips the fair
+        queue and the queue-length limit, starts in a slot above the running cap with every
+        core, and the other runs pause between batches until it ends.
 
         Attaches to an identical queued, running or finished run, or to a cached result in the
         store, before it ever queues a new computation.
@@ -139,13 +149,13 @@ class JobManager:
             self._check_open_locked()
             self._touch_locked(owner, None)
             self._reap_locked()
-            att = self._attach_existing_locked(key, owner, tags, name, group)
+            att = self._attach_existing_locked(key, owner, tags, name, group, priority)
             if att is not None:
                 return att.id
         record = self._cached(key)  # disk I/O outside the lock
         with self._lock:
             self._check_open_locked()
-            att = self._attach_existing_locked(key, owner, tags, name, group)
+            att = self._attach_existing_locked(key, owner, tags, name, group, priority)
             if att is not None:
                 return att.id
             if record is not None:
@@ -165,13 +175,16 @@ class JobManager:
                 )
                 log.info("cache hit: key=%s %s", key, config.label())
                 return self._registry.attach(owner, run, group).id
-            by_owner, by_client = self._registry.active_counts(owner, client)
-            admission.check_capacity(by_owner, by_client, len(self._scheduler.queue), self.limits)
+            if not priority:
+                by_owner, by_client = self._registry.active_counts(owner, client)
+                queued = self._scheduler.waiting_count()
+                admission.check_capacity(by_owner, by_client, queued, self.limits)
             run = self._registry.new_run(
                 key, config, requested_by=owner, client=client, tags=set(tags), name=name
             )
+            run.priority = priority
             att = self._registry.attach(owner, run, group)
-            self._scheduler.enqueue(run, owner)
+            self._scheduler.enqueue(run, owner, priority)
             if not self._holding:
                 self._scheduler.dispatch()
             return att.id
@@ -203,7 +216,13 @@ class JobManager:
         return ids
 
     def _attach_existing_locked(
-        self, key: str, owner: str, tags: tuple[str, ...], name: str | None, group: str
+        self,
+        key: str,
+        owner: str,
+        tags: tuple[str, ...],
+        name: str | None,
+        group: str,
+        priority: bool = False,
     ) -> Attachment | None:
         run = self._registry.reusable(key)
         if run is None:
@@ -212,7 +231,10 @@ class JobManager:
         run.tags.update(tags)
         run.name = run.name or name
         if run.status == QUEUED:
-            self._scheduler.queue.push(run, owner)  # its owners share their turns
+            run.priority = run.priority or priority
+            self._scheduler.enqueue(run, owner, run.priority)  # its owners share their turns
+            if priority and not self._holding:
+                self._scheduler.dispatch()
         return att
 
     def _cached(self, key: str) -> Any | None:
@@ -228,7 +250,7 @@ class JobManager:
     def snapshot(self, owner: str, group: str | None = None) -> tuple[JobSnapshot, ...]:
         """The owner's rows (of one page's ``group``, or all) in the order it asked for them."""
         with self._lock:
-            positions = self._scheduler.queue.positions()
+            positions = self._scheduler.positions()
             return tuple(
                 a.snapshot(positions.get(a.run))
                 for a in self._registry.attachments(owner)
@@ -238,7 +260,7 @@ class JobManager:
     def get(self, job_id: str, owner: str) -> JobSnapshot:
         with self._lock:
             att = self._find_locked(job_id, owner)
-            return att.snapshot(self._scheduler.queue.positions().get(att.run))
+            return att.snapshot(self._scheduler.positions().get(att.run))
 
     def model(self, job_id: str, owner: str) -> SimpleCNN | None:
         """The finished run's model (CPU, eval mode), or None. Shared: use it, don't train it.
@@ -277,7 +299,7 @@ class JobManager:
 
     def queued_count(self) -> int:
         with self._lock:
-            return len(self._scheduler.queue)
+            return self._scheduler.waiting_count()
 
     def stats(self) -> dict[str, int]:
         """Process-wide figures for logs and benchmarks."""
@@ -286,7 +308,7 @@ class JobManager:
             return {
                 "trained": self.trained,
                 "running": len(self._scheduler.running),
-                "queued": len(self._scheduler.queue),
+                "queued": self._scheduler.waiting_count(),
                 "runs": len(self._registry.runs),
                 "models": sum(r.model is not None for r in runs),
                 "owners": len(self._registry.owners()),
@@ -373,8 +395,7 @@ class JobManager:
         """Cancel everything and wait for every worker. Idempotent."""
         with self._lock:
             self._closed = True
-            while self._scheduler.queue:
-                run = self._scheduler.queue.pop()
+            for run in self._scheduler.drain():
                 self._finish_locked(run, CANCELLED)
             for run in self._scheduler.running:
                 run.stop.set()
@@ -427,7 +448,7 @@ class JobManager:
                 self._scheduler.queue.discard_owner(run, att.owner)
             self._registry.detach(att, freeze=frozen)
         elif run.status == QUEUED:
-            self._scheduler.queue.remove(run)
+            self._scheduler.remove(run)
             self._finish_locked(run, CANCELLED)
         elif run.status == RUNNING:
             run.stop.set()
@@ -456,6 +477,8 @@ class JobManager:
         run.started = time.time()
         run.t_started = time.monotonic()
         run.threads = threads
+        if run.priority:
+            self._no_priority.clear()
         run.changed()
         self.trained += 1
         log.info("run started: key=%s %s threads=%d", run.key, run.config.label(), threads)
@@ -463,12 +486,18 @@ class JobManager:
             name=f"{run.key[:8]}-{run.seq}",
             config=run.config,
             threads=threads,
-            should_stop=run.stop.is_set,
+            should_stop=run.stop.is_set if run.priority else lambda: self._should_stop(run),
             on_batch=lambda b, n: self._on_batch(run, b, n),
             on_epoch=lambda m: self._on_epoch(run, m),
             on_finish=lambda outcome: self._on_finish(run, outcome),
         )
         self._executor.start(task)
+
+    def _should_stop(self, run: Run) -> bool:
+        """A run's stop check between batches; while a priority run trains, it waits here."""
+        while not self._no_priority.is_set() and not run.stop.is_set():
+            self._no_priority.wait(PAUSE_POLL)
+        return run.stop.is_set()
 
     def _on_batch(self, run: Run, batch: int, batches: int) -> None:
         with self._lock:
@@ -491,6 +520,8 @@ class JobManager:
             run.plan = outcome.plan or run.plan
             self._finish_locked(run, outcome.status, outcome.error, outcome.model)
             self._scheduler.finished(run)
+            if not self._scheduler.priority_running:
+                self._no_priority.set()  # the paused runs go on
             if not self._closed:
                 self._scheduler.dispatch()
             model = run.model

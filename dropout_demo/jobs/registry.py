@@ -96,6 +96,7 @@ class Run:
     tags: set[str] = dataclasses.field(default_factory=set)  # run store tags (e.g. "starter")
     name: str | None = None  # the run store name, when not the config's label
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    priority: bool = False  # skips the fair queue; other runs pause while it trains
     version: int = 0
     used: float = 0.0  # monotonic time of the last model use, for eviction
 

@@ -4,13 +4,14 @@
 robin); at its turn a session gets the waiting run that the most sessions wait for, else its
 oldest; a run several sessions wait for is served at the turn of whichever of them comes
 first. :class:`Scheduler` adds the running cap and hands runs to an executor; the manager
-calls it under its lock.
+calls it under its lock. A priority run (the Draw page's default model, which a first visitor
+waits for) skips the fair queue and starts in a slot of its own above the cap.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -140,6 +141,9 @@ def thread_share(cores: int, threads_in_use: int, max_running: int, more_waiting
 class Scheduler(Generic[T]):
     """The fair queue, the running set and the cap; ``start(item, threads)`` launches a run.
 
+    Priority items wait in a line of their own that is served first, and run in
+    ``priority_slots`` slots above ``max_running`` (so they never wait for a running run to
+    end); they get every core, as the manager pauses the other runs while one trains.
     Not thread-safe: the manager calls every method under its own lock.
     """
 
@@ -149,33 +153,81 @@ class Scheduler(Generic[T]):
         cores: int,
         start: Callable[[T, int], None],
         threads_of: Callable[[T], int],
+        priority_slots: int = 1,
     ):
         if max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
+        if priority_slots < 1:
+            raise ValueError(f"priority_slots must be >= 1, got {priority_slots}")
         self.max_running = max_running
+        self.priority_slots = priority_slots
         self.cores = cores
         self.queue: FairQueue[T] = FairQueue()
+        self.urgent: collections.deque[T] = collections.deque()  # priority items, FIFO
         self.running: set[T] = set()
+        self.priority_running: set[T] = set()  # the running items that are priority items
         self._start = start
         self._threads_of = threads_of
 
-    def enqueue(self, item: T, owner: str) -> None:
-        self.queue.push(item, owner)
+    def enqueue(self, item: T, owner: str, priority: bool = False) -> None:
+        if priority:
+            self.promote(item)
+        elif item not in self.urgent:
+            self.queue.push(item, owner)
+
+    def promote(self, item: T) -> None:
+        """``item`` (new, or waiting in the fair queue) becomes a priority item."""
+        if item in self.urgent or item in self.running:
+            return
+        self.queue.remove(item)
+        self.urgent.append(item)
+
+    def remove(self, item: T) -> None:
+        """``item`` no longer waits, whichever line it waited in."""
+        self.queue.remove(item)
+        if item in self.urgent:
+            self.urgent.remove(item)
+
+    def drain(self) -> list[T]:
+        """Every waiting item, in order, removed from the lines (shutdown)."""
+        items = self.waiting()
+        self.urgent.clear()
+        while self.queue:
+            self.queue.pop()
+        return items
 
     def finished(self, item: T) -> None:
         self.running.discard(item)
+        self.priority_running.discard(item)
+
+    def is_waiting(self, item: T) -> bool:
+        return item in self.urgent or item in self.queue
+
+    def waiting_count(self) -> int:
+        return len(self.urgent) + len(self.queue)
 
     def dispatch(self) -> list[T]:
-        """Start queued runs while there is room; returns those started."""
+        """Start waiting runs while there is room, priority runs first; returns those started."""
         started = []
-        while self.queue and len(self.running) < self.max_running:
+        while self.urgent and len(self.priority_running) < self.priority_slots:
+            item = self.urgent.popleft()
+            self.running.add(item)
+            self.priority_running.add(item)
+            self._start(item, max(1, self.cores))  # the others pause meanwhile
+            started.append(item)
+        while self.queue and len(self.running) - len(self.priority_running) < self.max_running:
             item = self.queue.pop()
-            in_use = sum(self._threads_of(r) for r in self.running)
+            in_use = sum(self._threads_of(r) for r in self.running - self.priority_running)
             threads = thread_share(self.cores, in_use, self.max_running, bool(self.queue))
             self.running.add(item)
             self._start(item, threads)
             started.append(item)
         return started
 
-    def waiting(self) -> Iterable[T]:
-        return self.queue.order()
+    def waiting(self) -> list[T]:
+        """Every waiting item in the order it would start: priority items, then the queue's."""
+        return [*self.urgent, *self.queue.order()]
+
+    def positions(self) -> dict[T, int]:
+        """1-based place in :meth:`waiting` of every waiting item."""
+        return {item: i for i, item in enumerate(self.waiting(), start=1)}
