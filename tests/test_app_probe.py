@@ -97,6 +97,17 @@ def test_built_in_probe_and_another_transform(pair_store, monkeypatch):
     assert len(probe_readings(at)) == 2
 
 
+def test_the_probe_is_there_before_anything_is_drawn(pair_store, monkeypatch):
+    at = draw_app(monkeypatch, np.zeros((28, 28))).run()
+    assert not at.exception
+    assert any("Draw a digit" in i.value for i in at.info)
+    source = at.selectbox(key="probe_source")
+    assert "Your drawing" not in source.options  # nothing drawn: the built-in images only
+    assert source.value != "drawing"
+    assert len(probe_readings(at)) == 2  # the p = 0.5 model and its p = 0 twin
+    assert len(at.get("plotly_chart")) == 4  # the probe's two per model, nothing else
+
+
 def test_partner_and_default_pair_prefer_one_comparison():
     def choice(key, p, seed=0, size=512):
         return ModelChoice(key, key, p, BASE.replace(p=p, seed=seed, train_size=size))

@@ -615,15 +615,21 @@ def draw_view() -> None:
 
     if drawing is None or drawing.message == EMPTY_MESSAGE:
         st.info("Draw a digit on the black canvas (one digit, 0–9, filling most of the box).")
-        return
-    if drawing.status == "empty":
+    elif drawing.status == "empty":
         st.info(drawing.message)
-        return
-    if not drawing.ok:
+    elif not drawing.ok:
         st.warning(drawing.message)
-        return
-    if not picked:
-        return
+    elif picked:
+        drawing_panels(picked, drawing)
+    if picked:
+        # The probe works on built-in images too, so it is there before anything is drawn.
+        from .probe_panel import probe_panel  # imported here: it imports this module
+
+        probe_panel(owner, picked, drawing)
+
+
+def drawing_panels(picked: list, drawing: CanvasResult) -> None:
+    """Eval, Monte-Carlo and one-pass panels for a drawing that reads as a digit."""
     x = drawing.tensor
 
     samples = st.slider(
@@ -668,7 +674,3 @@ def draw_view() -> None:
             if len(picked) > 1:
                 st.markdown(f"**{choice.label.split(' · ', 1)[-1]}**")
             pass_panel(model, x, None if pass_seed is None else pass_seed + i, f"pass_{i}")
-
-    from .probe_panel import probe_panel  # imported here: it imports this module
-
-    probe_panel(owner, picked, drawing)
