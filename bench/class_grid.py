@@ -72,6 +72,7 @@ from bench.classroom_load import (  # noqa: E402
     alerts,
     app_server,
     med_p90,
+    require_mnist_env,
     runs_trained,
     self_cpu,
 )
@@ -616,10 +617,7 @@ def main() -> None:
     args = parser.parse_args()
     args.app_dir = args.app_dir.resolve()
 
-    data = os.environ.get("DROPOUT_DEMO_DATA")
-    if not data or not Path(data).is_dir():
-        sys.exit("Set DROPOUT_DEMO_DATA to the MNIST directory (e.g. ../shared/mnist)")
-    os.environ["DROPOUT_DEMO_DATA"] = str(Path(data).resolve())
+    require_mnist_env()
     if args.base == "tiny":
         os.environ[TEST_PRESETS_ENV] = "1"  # so the Class page offers it (server inherits env)
 

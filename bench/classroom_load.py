@@ -713,6 +713,15 @@ def report(phases: list[Phase], args) -> None:
                 print(f"  {ph.label} student {s.index} (p={s.p}): {s.outcome}  {seen}")
 
 
+def require_mnist_env() -> None:
+    """Exit with a message unless DROPOUT_DEMO_DATA names a directory; make it absolute (the
+    server runs in another directory)."""
+    data = os.environ.get("DROPOUT_DEMO_DATA")
+    if not data or not Path(data).is_dir():
+        sys.exit("Set DROPOUT_DEMO_DATA to the MNIST directory (e.g. ../shared/mnist)")
+    os.environ["DROPOUT_DEMO_DATA"] = str(Path(data).resolve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--students", type=int, default=30)
@@ -742,10 +751,7 @@ def main() -> None:
     args = parser.parse_args()
     args.app_dir = args.app_dir.resolve()
 
-    data = os.environ.get("DROPOUT_DEMO_DATA")
-    if not data or not Path(data).is_dir():
-        sys.exit("Set DROPOUT_DEMO_DATA to the MNIST directory (e.g. ../shared/mnist)")
-    os.environ["DROPOUT_DEMO_DATA"] = str(Path(data).resolve())
+    require_mnist_env()
     if args.p == "spread":
         class_ps, lone_p = spread(args.students), 0.5
     else:
