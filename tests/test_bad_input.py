@@ -29,7 +29,10 @@ SIZE = 280
 
 # ------------------------------------------------------------------------------------ Lab
 REFUSED = "refused"  # an error names the problem; nothing new is queued
-KEPT = "kept"  # Streamlit refuses the value itself (as the browser would): the last valid stays
+# Streamlit refuses the value itself (a browser clamps it before sending): the field falls back
+# to its lowest value (its min, else 0), and the page then says what that means: a readable
+# refusal (0 images, 0 epochs) or the "Next run" line showing the value that stands.
+FALLBACK = "fallback"
 ACCEPTED = "accepted"  # a valid extreme: "Next run" says what would run
 
 # (widget kind, key, value, expectation, words the error must contain)
@@ -38,11 +41,11 @@ LAB_CASES = [
     ("number_input", "lab_train_size", -1, REFUSED, "train_size"),
     ("number_input", "lab_train_size", 10**9, REFUSED, "train_size"),
     ("number_input", "lab_train_size", 60_000, ACCEPTED, "60,000 imgs"),
-    ("number_input", "lab_train_size", 2**70, KEPT, "1,000 imgs"),
+    ("number_input", "lab_train_size", 2**70, REFUSED, "train_size"),
     ("number_input", "lab_epochs", 0, REFUSED, "epochs"),
     ("number_input", "lab_epochs", -3, REFUSED, "epochs"),
     ("number_input", "lab_epochs", 10**6, REFUSED, "epoch"),
-    ("number_input", "lab_epochs", 2**70, KEPT, "30 ep"),
+    ("number_input", "lab_epochs", 2**70, REFUSED, "epochs"),
     ("text_input", "lab_lr", "abc", REFUSED, "learning rate"),
     ("text_input", "lab_lr", "", REFUSED, "learning rate"),
     ("text_input", "lab_lr", "nan", REFUSED, "lr"),
@@ -55,13 +58,13 @@ LAB_CASES = [
     ("text_input", "lab_lr", "1" * 10_000, REFUSED, "lr"),
     ("text_input", "lab_lr", "0x10", REFUSED, "learning rate"),
     ("text_input", "lab_lr", " 0.01 ", ACCEPTED, "lr 0.01"),
-    ("number_input", "lab_batch", 0, KEPT, "batch 64"),
-    ("number_input", "lab_batch", 10**6, KEPT, "batch 64"),
+    ("number_input", "lab_batch", 0, FALLBACK, "batch 1"),
+    ("number_input", "lab_batch", 10**6, FALLBACK, "batch 1"),
     ("number_input", "lab_batch", 1_024, ACCEPTED, "batch 1024"),
     ("number_input", "lab_seed", -1, REFUSED, "seed"),
     ("number_input", "lab_seed", 10**12, ACCEPTED, "Next run"),
     ("number_input", "lab_seed", 2**53 - 1, ACCEPTED, "Next run"),  # the largest the widget takes
-    ("number_input", "lab_seed", 2**70, KEPT, "Next run"),
+    ("number_input", "lab_seed", 2**70, FALLBACK, "Next run"),
 ]
 
 
