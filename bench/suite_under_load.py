@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             if not green:
                 print(done.stdout[-6000:])
                 print(done.stderr[-2000:])
+                # The tail can be one long page snapshot: name the failures last, always.
+                failed = [
+                    ln for ln in done.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))
+                ]
+                print("\n".join(failed) or "(no FAILED lines in the pytest output)")
                 break
     finally:
         for proc in burners:
