@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/...` from anywhere
 
+from bench.inference_latency import timings_ms
 from dropout_demo.model import SimpleCNN, model_from_checkpoint
 from dropout_demo.probe_charts import probe_probability_figure, probe_uncertainty_figure
 from dropout_demo.probes import probe_image, reading, sweep
 
 TARGET_MS = 300.0
-
-
-def timings_ms(fn: Callable[[], object], repeats: int, warmup: int) -> np.ndarray:
-    for _ in range(warmup):
-        fn()
-    out = np.empty(repeats)
-    for i in range(repeats):
-        started = time.perf_counter()
-        fn()
-        out[i] = (time.perf_counter() - started) * 1e3
-    return out
 
 
 def load_models(paths: list[str]) -> list[torch.nn.Module]:
