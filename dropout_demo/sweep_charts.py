@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .charts import DASHES, MARKERS, NEUTRAL, PALETTE
+from .charts import DASHES, MARKERS, NEUTRAL, PALETTE, plain_figure
 from .sweeps import Cell, CellResult, aggregate
 
 EMPTY_MESSAGE = "The curve fills in here as runs finish."
@@ -153,7 +153,7 @@ def p_figure(
     y = {"title": {"text": y_title}}
     if percent:
         y["tickformat"] = ".1%"
-    return go.Figure({"data": traces, "layout": _layout(title, x, y, not traces, height)})
+    return plain_figure({"data": traces, "layout": _layout(title, x, y, not traces, height)})
 
 
 def loss_vs_p_figure(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> go.Figure:
@@ -198,7 +198,7 @@ def size_figure(
     y = {"title": {"text": y_title}}
     if percent:
         y["tickformat"] = ".1%"
-    return go.Figure({"data": traces, "layout": _layout(title, x, y, not traces, height)})
+    return plain_figure({"data": traces, "layout": _layout(title, x, y, not traces, height)})
 
 
 def guesses_figure(
@@ -247,7 +247,7 @@ def guesses_figure(
                 "font": {"size": 14, "color": "#666"},
             }
         ]
-    return go.Figure({"data": [trace], "layout": layout})
+    return plain_figure({"data": [trace], "layout": layout})
 
 
 def figures_for(cells: Sequence[Cell], results: Mapping[int, CellResult]) -> dict[str, go.Figure]:
@@ -380,4 +380,4 @@ def for_projector(fig: go.Figure | dict, height: int) -> go.Figure:
     for trace in d.get("data", []):
         if trace.get("type") == "bar":
             trace["textfont"] = {"size": 22}
-    return go.Figure(d)
+    return plain_figure(d)

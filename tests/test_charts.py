@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import NamedTuple
 
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 
 from dropout_demo import charts
@@ -409,3 +411,64 @@ def test_a_double_click_for_the_whole_curve_drops_the_focused_range():
     assert tuple(fig.layout.xaxis.range) == (0.5, 30.5)  # the x frame is whole already
     zoomed = charts.apply_view(charts.loss_figure(overfit_pair()), {"y": [0.1, 0.3]})
     assert tuple(zoomed.layout.yaxis.range) == (0.1, 0.3)  # the user's zoom wins
+
+
+def _strict(fig: go.Figure) -> go.Figure:
+    """The same spec through plotly's full validation: raises ValueError on a property or value
+    plotly does not know (the builders skip that check for speed, ``charts.plain_figure``)."""
+    return go.Figure(fig.to_dict())
+
+
+def _chart_figures() -> list[go.Figure]:
+    from dropout_demo import sweep_charts
+    from dropout_demo.config import TrainConfig
+    from dropout_demo.sweeps import CellResult, Grid
+
+    long = [Series("p=0.50", charts.colour_for(0), metrics(30), epochs=30, symbol="square")]
+    figs = [build(runs) for build in BUILDERS for runs in (RUNS, [], long)]
+    views = [{"x": [2, 5], "y": [0.1, 0.4]}, {"y": "auto", "hidden": ["p=0.00 train"]}]
+    figs += [charts.apply_view(build(RUNS), view) for build in BUILDERS for view in views]
+    base = TrainConfig(train_size=256, epochs=3, eval_size=1_000)
+    for grid in (
+        Grid(ps=(0.0, 0.5), seeds=(0, 1), base=base),
+        Grid(ps=(0.0, 0.5), seeds=(0, 1), sizes=(100, 1_000), base=base),
+    ):
+        cells = grid.cells()
+        results = {
+            c.index: CellResult(
+                final_test_loss=0.2 + c.p / 10,
+                best_test_loss=0.19,
+                final_test_acc=0.9,
+                final_train_loss=0.1,
+            )
+            for c in cells
+        }
+        for partial in (results, {}):
+            figs += list(sweep_charts.figures_for(cells, partial).values())
+    guesses = sweep_charts.guesses_figure(["0", "0.5"], {"0.5": 2}, answer="0.5")
+    figs += [
+        guesses,
+        sweep_charts.for_projector(guesses, 400),
+        sweep_charts.for_projector(figs[-1], 500),
+    ]
+    return figs
+
+
+BUILDERS = (charts.loss_figure, charts.accuracy_figure, charts.gap_figure)
+
+
+def test_every_builders_figure_passes_plotlys_full_validation():
+    """The builders wrap plain specs without plotly's validation (it cost the live panel
+    10-30 ms a chart); their output must still be exactly what a validated figure holds."""
+    figs = _chart_figures()
+    assert len(figs) == 28  # 9 + 6 Lab charts, 3 + 3 + 2 + 2 sweep charts, 3 class-board ones
+    for fig in figs:
+        strict = _strict(fig)  # raises on anything plotly does not accept
+        assert json.loads(pio.to_json(strict)) == json.loads(pio.to_json(fig))
+
+
+def test_plain_figure_skips_the_value_checks_that_go_figure_does():
+    bad = {"data": [{"type": "scatter", "x": [1], "y": [2], "opacity": 5}], "layout": {}}
+    with pytest.raises(ValueError):
+        go.Figure(bad)
+    assert charts.plain_figure(bad).to_dict()["data"][0]["opacity"] == 5  # hence the test above

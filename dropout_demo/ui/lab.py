@@ -484,8 +484,11 @@ class _FrozenFigure(go.Figure):
 
 
 def _frozen(fig: go.Figure) -> _FrozenFigure:
-    frozen = _FrozenFigure(fig)
-    frozen.to_dict()
+    # From the plain dict, unchecked (_FrozenFigure(fig) checked every value again); the dict
+    # is a fresh copy, the figure keeps its own.
+    spec = fig.to_dict()
+    frozen = _FrozenFigure(spec, _validate=False)
+    object.__setattr__(frozen, "_frozen_dict", spec)
     return frozen
 
 
