@@ -250,12 +250,19 @@ def resolve_plan(precision: str, device: torch.device) -> Plan:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The dtype the training passes compute in: float32, or bfloat16 under autocast.
 
-    "auto" is whichever the probe measured faster on ``device`` (see :func:`probe`).
+    "auto" is whichever the probe measured faster on ``device`` (see :func:`probe`), and needs
+    no probe where every candidate computes in one dtype (a CPU without native bf16): a run's
+    key (``jobs.identity``) is computed in the page's click, which should not wait seconds for
+    a probe that cannot change it.
     """
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
+    if precision == "auto":
+        dtypes = {plan.dtype for plan in candidate_plans(device)}
+        if len(dtypes) == 1:
+            return dtypes.pop()
     return resolve_plan(precision, device).dtype
 
 

@@ -244,6 +244,7 @@ def test_precision_resolution_follows_the_measurement(monkeypatch):
     cpu = torch.device("cpu")
     fast_bf16 = Plan(torch.bfloat16, True)
     plans = {Plan(torch.float32, True, "gemm"): 5.0, Plan(torch.float32, False): 4.0}
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)  # bf16 is a candidate
     for bf16_ms, auto in ((3.0, torch.bfloat16), (9.0, torch.float32)):
         monkeypatch.setattr(training, "_probe_cache", {})
         monkeypatch.setattr(training, "run_probe", fake_probe({**plans, fast_bf16: bf16_ms}))
@@ -298,6 +299,21 @@ def test_bf16_is_a_cpu_candidate_only_where_the_cpu_computes_it(monkeypatch):
     assert resolve_precision("bf16", cpu) == torch.bfloat16
     assert resolve_plan("bf16", cpu).dtype == torch.bfloat16
     assert resolve_plan("auto", cpu) == FP32_PLANS[1]
+
+
+def test_auto_precision_needs_no_probe_where_every_candidate_is_fp32(monkeypatch):
+    """A run's key resolves "auto" in the click that asks for the run: without a bf16
+    candidate the answer is fp32 whatever the probe finds, so no probe is waited for."""
+    cpu = torch.device("cpu")
+    calls = []
+    monkeypatch.setattr(training, "_probe_cache", {})
+    monkeypatch.setattr(training, "run_probe", lambda device, plans=None: calls.append(device))
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == torch.float32
+    assert calls == []
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)  # then it must measure
+    monkeypatch.setattr(training, "run_probe", fake_probe({Plan(torch.bfloat16, True): 1.0}))
+    assert resolve_precision("auto", cpu) == torch.bfloat16
 
 
 def test_fit_reports_the_plan_it_used(mnist, monkeypatch):
