@@ -373,3 +373,26 @@ def test_coming_back_to_the_lab_without_a_link_keeps_the_sessions_settings(make_
     assert at.radio(key="lab_preset").value == "Seed recipe"
     assert at.slider(key="lab_p").value == 0.2
     assert url(at) == {"preset": "seed", "p": "0.2"}
+
+
+def test_csv_reads_the_metrics_at_the_click_and_a_first_epoch_redraws_no_page(lab_manager):
+    """The CSV button is drawn with the row and reads the run's metrics when clicked, so the
+    page's buttons need no redraw when the first epoch lands (in a class, every page at once)."""
+    import dataclasses
+
+    at = open_lab()
+    at.radio(key="lab_preset").set_value("Tiny (test)").run()
+    at.button(key="lab_start").click().run()
+    owner = owner_of(at)
+    (snap,) = lab_manager.snapshot(owner)
+    assert at.get("download_button")  # the CSV button, before any epoch may have landed
+    wait_until(lambda: lab_manager.get(snap.id, owner).is_terminal)
+    done = lab_manager.get(snap.id, owner)
+    rows = lab._csv(snap.id, owner).strip().splitlines()
+    assert len(rows) == 1 + len(done.metrics) == 4 and rows[0].startswith("epoch")
+    assert lab._csv("no-such-run", owner).strip().splitlines() == rows[:1]
+    fewer = dataclasses.replace(done, metrics=done.metrics[:1])
+    assert lab._actions_signature([fewer]) == lab._actions_signature([done])
+    assert lab._actions_signature([done]) != lab._actions_signature(
+        [dataclasses.replace(done, has_model=not done.has_model)]
+    )

@@ -310,6 +310,15 @@ def _remove(job_id: str, owner: str) -> None:
         _notify("error", str(exc))
 
 
+def _csv(job_id: str, owner: str) -> str:
+    """The run's per-epoch metrics now (a header only before its first epoch)."""
+    try:
+        metrics = state.manager().get(job_id, owner).metrics
+    except JobError:  # the click comes after the page was drawn: the run may have gone since
+        metrics = ()
+    return metrics_csv(metrics)
+
+
 def _weights(job_id: str, owner: str) -> bytes:
     """The finished model as a checkpoint (``torch.load(..., weights_only=True)`` reads it)."""
     manager = state.manager()
@@ -389,10 +398,10 @@ def runs_table_html(snaps: Sequence[JobSnapshot], colours: dict[str, Look]) -> s
 
 def _actions_signature(snaps: Sequence[JobSnapshot]) -> tuple:
     """What the page-level buttons depend on; when it changes the page is drawn again."""
-    return tuple(
-        (s.id, s.is_terminal or s.detached, s.has_model, bool(s.metrics), s.stop_requested)
-        for s in snaps
-    )
+    # Not whether a run has metrics yet: its CSV button is there from the start and reads the
+    # metrics when clicked. Otherwise a class's every page redraws at once at the first epoch,
+    # just when everyone's first point is due.
+    return tuple((s.id, s.is_terminal or s.detached, s.has_model, s.stop_requested) for s in snaps)
 
 
 def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, Look], owner: str) -> None:
@@ -411,16 +420,15 @@ def run_actions(snaps: Sequence[JobSnapshot], colours: dict[str, Look], owner: s
                 args=(s.id, owner),
                 disabled=s.stop_requested,
             )
-        if s.metrics:
-            cols[2].download_button(
-                "CSV",
-                data=lambda metrics=s.metrics: metrics_csv(metrics),  # built only when clicked
-                file_name=f"{_file_stem(s)}.csv",
-                mime="text/csv",
-                key=f"lab_csv_{s.id}",
-                on_click="ignore",
-                help="Per-epoch metrics (as far as the run has got when the page was drawn)",
-            )
+        cols[2].download_button(
+            "CSV",
+            data=lambda job_id=s.id: _csv(job_id, owner),  # built only when clicked
+            file_name=f"{_file_stem(s)}.csv",
+            mime="text/csv",
+            key=f"lab_csv_{s.id}",
+            on_click="ignore",
+            help="Per-epoch metrics, as far as the run has got when you click",
+        )
         if s.has_model:
             cols[3].download_button(
                 "Weights",
