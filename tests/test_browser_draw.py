@@ -219,6 +219,12 @@ def test_mouse_strokes_from_every_corner_register_and_the_canvas_stays_put(mnist
             for corner, (x, y, _, _) in CORNERS.items():
                 assert ink_at(page, x, y) > 128, f"{corner}: the stroke is gone after the rerun"
 
+            # The starter's progress bar leaves the page when the rerun that shows the answer
+            # finishes, which on a loaded machine can be after the answer is on screen.
+            page.wait_for_function(
+                "() => Object.keys(window.__canvasSpots).some(s => s.startsWith('false|'))",
+                timeout=TIMEOUT_MS,
+            )
             spots = page.evaluate("() => window.__canvasSpots")
             assert any(s.startswith("true|") for s in spots), spots  # seen while training
             assert any(s.startswith("false|") for s in spots), spots  # and once ready

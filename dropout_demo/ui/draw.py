@@ -301,7 +301,14 @@ def canvas_image(key: str) -> np.ndarray | None:
     from streamlit_drawable_canvas import st_canvas
 
     style_canvas_component()  # after the import, whose own registration it replaces
+    # The key names the canvas's generation (Clear starts a new one). The component keeps its
+    # Fabric canvas per page element and, when Streamlit reuses the element for the new key,
+    # only an initial drawing that differs makes it start over: it drops its pending stroke
+    # (sent 200 ms after the pointer lifts) instead of sending the old drawing as the new
+    # canvas's value, and sends the empty canvas. Without this, Clear on a busy server could
+    # leave the old digit's prediction beside a blank canvas. The extra field is only stored.
     result = st_canvas(
+        initial_drawing={"objects": [], "dropoutLabCanvas": key},
         stroke_width=STROKE_WIDTH,
         stroke_color="#FFFFFF",
         background_color="#000000",
