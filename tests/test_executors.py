@@ -48,12 +48,18 @@ def _run_once(monkeypatch, nice: str | None) -> tuple[int, int, Outcome]:
     return caller, seen["nice"], outcomes[0]
 
 
-def test_a_run_thread_is_niced_by_default_and_the_caller_is_not(monkeypatch):
+def test_a_niced_run_thread_and_the_caller_not(monkeypatch):
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    caller, run, outcome = _run_once(monkeypatch, None)
+    caller, run, outcome = _run_once(monkeypatch, "10")
     assert caller == before  # only the run's own thread changed
-    assert run == min(19, before + executors.DEFAULT_NICE)
+    assert run == min(19, before + 10)
     assert outcome.status == FAILED and "stop here" in (outcome.error or "")
+
+
+def test_run_threads_are_not_niced_by_default(monkeypatch):
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    _caller, run, _outcome = _run_once(monkeypatch, None)
+    assert executors.DEFAULT_NICE == 0 and run == before
 
 
 def test_nice_zero_leaves_the_run_thread_alone(monkeypatch):
@@ -62,7 +68,7 @@ def test_nice_zero_leaves_the_run_thread_alone(monkeypatch):
     assert run == before
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("3", 3), ("-5", 0), ("99", 19), ("x", 10)])
+@pytest.mark.parametrize(("raw", "expected"), [("3", 3), ("-5", 0), ("99", 19), ("x", 0)])
 def test_training_nice_reads_the_environment(monkeypatch, raw, expected):
     monkeypatch.setenv(executors.NICE_ENV, raw)
     assert executors.training_nice() == expected
