@@ -211,6 +211,11 @@ def run_probe(device: torch.device, plans: list[Plan] | None = None) -> ProbeRes
     started = time.perf_counter()
     plans = candidate_plans(device) if plans is None else plans
     steps = {plan: _probe_step(plan, device) for plan in plans}
+    if device.type != "cpu":
+        # A GPU's first steps pay for its context, kernel loading and autotuning; whichever
+        # plan went first would look slowest and be dropped. One untimed step each first.
+        for step in steps.values():
+            step()
     warm = {plan: _timed(step) for plan, step in steps.items()}
     fastest = min(warm.values())
     alive = [p for p in plans if warm[p] <= PROBE_DROP_FACTOR * fastest]

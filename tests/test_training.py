@@ -287,6 +287,25 @@ def test_probe_measures_every_candidate_once_per_process(monkeypatch):
     assert "ms" in result.summary() and auto.describe() in result.summary()
 
 
+def test_a_gpu_probe_does_not_charge_its_start_up_to_the_first_plan(monkeypatch):
+    """On a GPU the first step of a process pays for the context and kernel loading: the plan
+    that happens to go first must not look slow (and be dropped) because of it."""
+    calls = []
+    monkeypatch.setattr(training, "_probe_step", lambda plan, device: lambda: calls.append(plan))
+
+    def fake_timed(step):  # the device's very first step costs 1 s, every other one 1 ms
+        step()
+        return 1000.0 if len(calls) == 1 else 1.0
+
+    monkeypatch.setattr(training, "_timed", fake_timed)
+    plans = [Plan(torch.float32, True), Plan(torch.float32, False), Plan(torch.bfloat16, True)]
+    gpu = training.run_probe(torch.device("cuda"), plans)
+    assert gpu.ms == {plan: 1.0 for plan in plans}
+    calls.clear()  # the CPU probe stays short: no untimed steps, so its first step counts
+    cpu = training.run_probe(torch.device("cpu"), plans)
+    assert cpu.ms[plans[0]] == 1000.0 and len(calls) == 1 + 2 * (1 + training.PROBE_ROUNDS)
+
+
 def test_bf16_is_a_cpu_candidate_only_where_the_cpu_computes_it(monkeypatch):
     cpu = torch.device("cpu")
     for native in (True, False):
