@@ -14,6 +14,11 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The optional Ray extra, for the Ray executor's tests (never needed by `make run`).
+$(BIN)/.installed-ray: $(BIN)/.installed requirements-ray.txt
+	$(BIN)/python -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
 $(AXE): tests/a11y/package.json tests/a11y/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error && touch $@; \
@@ -24,7 +29,7 @@ $(AXE): tests/a11y/package.json tests/a11y/package-lock.json
 run: $(BIN)/.installed
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: $(BIN)/.installed $(AXE)
+test: $(BIN)/.installed $(BIN)/.installed-ray $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -41,6 +42,48 @@ def mnist(mnist_dir):
     from dropout_demo.data import get_mnist
 
     return get_mnist(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance for the Ray executor's tests (one per test session).
+
+    Ray is an optional extra of the product and part of `make test` (which installs it); in CI
+    it is required. Its workers import the package and the test modules (the fakes they run),
+    so both directories go on their PYTHONPATH. Eight logical CPUs: runs are fakes, and the
+    tests ask for more threads than this machine has cores.
+    """
+    try:
+        import ray
+    except ImportError:
+        require_or_skip("Ray is not installed: pip install -r requirements-ray.txt")
+    tests = Path(__file__).resolve().parent
+    ray.init(
+        address="local",
+        namespace="dropout-lab",
+        num_cpus=8,
+        object_store_memory=128 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _ray_computations_do_not_outlive_a_test(request):
+    """The Ray registry outlives a test and tests reuse run keys: it forgets every
+    computation after each test (their tasks are told to stop)."""
+    yield
+    if "ray_cluster" not in request.fixturenames:
+        return
+    import ray
+
+    from dropout_demo.jobs.ray_executor import NAMESPACE, REGISTRY_NAME
+
+    with contextlib.suppress(ValueError):  # no registry: nothing was started
+        ray.get(ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE).forget_all.remote())
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,11 @@ they check the logic without depending on training speed or the wall clock; two 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -32,11 +36,13 @@ from dropout_demo.runs import RunStore
 from dropout_demo.training import EpochMetrics
 
 TINY = TrainConfig(train_size=256, eval_size=100, epochs=2)
-FAKE_DATA = object()
+FAKE_DATA = "fake data"  # a value, not an identity: with Ray it is pickled to the workers
 WAIT = 60.0  # generous bound for an event that must happen; never a measured duration
+EXECUTORS = ("thread", "ray")  # every manager test runs against both executors
 
 
 def job_threads() -> list[threading.Thread]:
+    """The run threads (thread executor) or the threads following Ray runs (Ray executor)."""
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
 
 
@@ -50,56 +56,190 @@ class FakeResult:
     precision: str = "fp32"
 
 
+class Control:
+    """The fake's state: named events, the calls seen, the seeds told to fail. In this process
+    for the thread executor; inside a Ray actor for the Ray executor, so the fake in a worker
+    process and the test share it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events: dict[str, threading.Event] = {}
+        self.calls: list[dict] = []
+        self.thread_counts: dict[int, list[int]] = {}
+        self.flags: dict[str, set[int]] = {
+            "raise": set(),
+            "diverge": set(),
+            "die": set(),
+            "deaf": set(),
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            for event in self.events.values():
+                event.set()  # a fake of an earlier test still waiting goes on and ends
+            self.events, self.calls, self.thread_counts = {}, [], {}
+            self.flags = {"raise": set(), "diverge": set(), "die": set(), "deaf": set()}
+
+    def _event(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.events.setdefault(name, threading.Event())
+
+    def create(self, name: str) -> None:
+        self._event(name)
+
+    def exists(self, name: str) -> bool:
+        with self.lock:
+            return name in self.events
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return list(self.events)
+
+    def set(self, name: str) -> None:
+        self._event(name).set()
+
+    def is_set(self, name: str) -> bool:
+        return self._event(name).is_set()
+
+    def wait(self, name: str, timeout: float) -> bool:
+        return self._event(name).wait(timeout)
+
+    def record_call(self, config: dict, threads: int) -> None:
+        with self.lock:
+            self.calls.append(config)
+            self.thread_counts.setdefault(config["seed"], []).append(threads)
+
+    def record_threads(self, seed: int, threads: int) -> None:
+        with self.lock:
+            self.thread_counts[seed].append(threads)
+
+    def get_calls(self) -> list[dict]:
+        with self.lock:
+            return list(self.calls)
+
+    def get_threads(self) -> dict[int, list[int]]:
+        with self.lock:
+            return {k: list(v) for k, v in self.thread_counts.items()}
+
+    def flag(self, kind: str, seed: int) -> None:
+        with self.lock:
+            self.flags[kind].add(seed)
+
+    def flagged(self, kind: str, seed: int) -> bool:
+        with self.lock:
+            return seed in self.flags[kind]
+
+
+class RemoteControl:
+    """:class:`Control`'s methods, called on its Ray actor (picklable: it holds the handle)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        method = getattr(self.handle, name)
+
+        def call(*args):
+            import ray
+
+            return ray.get(method.remote(*args))
+
+        return call
+
+
+class EventHandle:
+    def __init__(self, control, name: str):
+        self.control, self.name = control, name
+
+    def set(self) -> None:
+        self.control.set(self.name)
+
+    def is_set(self) -> bool:
+        return self.control.is_set(self.name)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.control.wait(self.name, WAIT if timeout is None else timeout)
+
+
+class SeedFlags:
+    def __init__(self, control, kind: str):
+        self.control, self.kind = control, kind
+
+    def add(self, seed: int) -> None:
+        self.control.flag(self.kind, seed)
+
+
 class FakeFit:
     """A stand-in for ``training.fit`` honouring the same callbacks, driven by events.
 
     A run whose seed has a gate waits at every batch until the gate is set (or a stop is
-    asked for); other runs go straight through. ``entered[seed]`` is set once its fit began.
+    asked for); other runs go straight through. ``started(seed)`` is set once its fit began.
+    Picklable (its state is a :class:`Control`, or a handle to one), so the Ray executor runs
+    it in a worker process.
     """
 
-    def __init__(self, batches: int = 3):
+    def __init__(self, control=None, batches: int = 3, kind: str = "thread"):
+        self.control = control if control is not None else Control()
         self.batches = batches
-        self.gates: dict[int, threading.Event] = {}
-        self.entered: dict[int, threading.Event] = {}
-        self.raise_for: set[int] = set()
-        self.diverge_for: set[int] = set()
-        self.lock = threading.Lock()
-        self.calls: list[TrainConfig] = []
-        self.threads: dict[int, list[int]] = {}
-        self.stopped_at: dict[int, int] = {}  # seed -> batches run after the stop was seen
+        self.kind = kind
 
-    def gate(self, seed: int) -> threading.Event:
-        return self.gates.setdefault(seed, threading.Event())
+    def gate(self, seed: int) -> EventHandle:
+        self.control.create(f"gate-{seed}")
+        return EventHandle(self.control, f"gate-{seed}")
 
-    def started(self, seed: int) -> threading.Event:
-        with self.lock:
-            return self.entered.setdefault(seed, threading.Event())
+    def started(self, seed: int) -> EventHandle:
+        return EventHandle(self.control, f"started-{seed}")
+
+    @property
+    def gates(self) -> dict[int, EventHandle]:
+        names = [n for n in self.control.names() if n.startswith("gate-")]
+        return {int(n[5:]): EventHandle(self.control, n) for n in names}
+
+    @property
+    def calls(self) -> list[TrainConfig]:
+        return [TrainConfig.from_dict(c) for c in self.control.get_calls()]
+
+    @property
+    def threads(self) -> dict[int, list[int]]:
+        return self.control.get_threads()
+
+    @property
+    def raise_for(self) -> SeedFlags:
+        return SeedFlags(self.control, "raise")
+
+    @property
+    def diverge_for(self) -> SeedFlags:
+        return SeedFlags(self.control, "diverge")
 
     def __call__(self, config, data, on_epoch=None, should_stop=None, on_batch=None):
-        assert data is FAKE_DATA
-        with self.lock:
-            self.calls.append(config)
-            self.threads.setdefault(config.seed, []).append(torch.get_num_threads())
-        self.started(config.seed).set()
-        if config.seed in self.raise_for:
-            raise ValueError(f"boom in run {config.seed}")
+        assert data == FAKE_DATA
+        control, seed = self.control, config.seed
+        control.record_call(config.to_dict(), torch.get_num_threads())
+        control.set(f"started-{seed}")
+        if control.flagged("raise", seed):
+            raise ValueError(f"boom in run {seed}")
+        if control.flagged("die", seed):  # the process running it dies (a Ray worker)
+            os._exit(3)
+        if control.flagged("deaf", seed):  # never looks at should_stop: only force stops it
+            control.wait(f"gate-{seed}", WAIT)
         metrics = []
         model = SimpleCNN(p=config.p).eval()
+        gated = control.exists(f"gate-{seed}")
         for epoch in range(1, config.epochs + 1):
             for b in range(1, self.batches + 1):
                 if should_stop():
                     return FakeResult("cancelled", metrics, model, config)
-                gate = self.gates.get(config.seed)
-                while gate is not None and not gate.wait(0.01):
+                while gated and not control.wait(f"gate-{seed}", 0.01):
                     if should_stop():
                         return FakeResult("cancelled", metrics, model, config)
                 on_batch(epoch, b, self.batches)
-                with self.lock:
-                    self.threads[config.seed].append(torch.get_num_threads())
+                control.record_threads(seed, torch.get_num_threads())
             m = EpochMetrics(epoch, 1.0 / epoch, 0.5, 1.1 / epoch, 0.5, 0.01 * epoch)
             on_epoch(m)
             metrics.append(m)
-            if config.seed in self.diverge_for:
+            if control.flagged("diverge", seed):
                 return FakeResult("diverged", metrics, model, config, "loss became nan")
         return FakeResult("done", metrics, model, config)
 
@@ -133,9 +273,27 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="session")
+def remote_control(ray_cluster):
+    """One :class:`Control` actor for the session (an actor is a process: one per test would
+    cost seconds each); each test starts it afresh with ``reset``."""
+    handle = ray_cluster.remote(Control).options(max_concurrency=64).remote()
+    yield RemoteControl(handle)
+    ray_cluster.kill(handle)
+
+
+@pytest.fixture(params=EXECUTORS)
+def fake(request):
+    if request.param == "thread":
+        return FakeFit()
+    return request.getfixturevalue("ray_fake")
+
+
 @pytest.fixture
-def fake():
-    return FakeFit()
+def ray_fake(remote_control):
+    """A fake that runs in Ray workers (for the tests of the Ray executor alone)."""
+    remote_control.reset()
+    return FakeFit(remote_control, kind="ray")
 
 
 @pytest.fixture
@@ -148,13 +306,20 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-def make_manager(fake, finished, clock):
+def manager_factory(fake, finished, clock):
+    """(make(**JobManager kwargs), close()): managers that train with ``fake`` on its
+    executor (threads of this process, or Ray workers)."""
     managers = []
 
     def make(**kw):
         kw.setdefault("fit_fn", fake)
         kw.setdefault("data_provider", lambda: FAKE_DATA)
+        if fake.kind == "ray":
+            from dropout_demo.jobs.ray_executor import RayExecutor
+
+            kw["executor"] = RayExecutor(
+                "local", fit_fn=kw.pop("fit_fn"), data_provider=kw.pop("data_provider")
+            )
         kw.setdefault("max_running", 2)
         kw.setdefault("cores", 2)
         kw.setdefault("clock", clock)
@@ -163,11 +328,27 @@ def make_manager(fake, finished, clock):
         managers.append(manager)
         return manager
 
+    def close():
+        for fake_gate in fake.gates.values():
+            fake_gate.set()
+        for manager in managers:
+            manager.shutdown(timeout=WAIT)
+
+    return make, close
+
+
+@pytest.fixture
+def make_manager(fake, finished, clock):
+    make, close = manager_factory(fake, finished, clock)
     yield make
-    for fake_gate in fake.gates.values():
-        fake_gate.set()
-    for manager in managers:
-        manager.shutdown(timeout=WAIT)
+    close()
+
+
+@pytest.fixture
+def make_ray_manager(ray_fake, finished, clock):
+    make, close = manager_factory(ray_fake, finished, clock)
+    yield make
+    close()
 
 
 def cfg(seed: int, **kw) -> TrainConfig:
@@ -820,3 +1001,120 @@ def test_submit_many_keeps_the_runs_before_a_refusal(make_manager, fake):
     assert [s.config.seed for s in m.snapshot("a")] == [122]
     assert fake.started(122).wait(WAIT)  # the one queued before the refusal still starts
     fake.gate(122).set()
+
+
+# ---------------------------------------------------------------------------- Ray only
+def wait_until(predicate, timeout: float = WAIT) -> bool:
+    """Whether ``predicate`` became true within a generous bound (polled, never timed)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_two_replicas_share_one_computation_through_the_ray_registry(make_ray_manager, ray_fake):
+    """Two app replicas (each its own manager and executor; one process here, as the registry
+    sees only their subscriber ids) asked for one config: one computation, followed by both."""
+    fake = ray_fake
+    one = make_ray_manager()
+    two = make_ray_manager()
+    fake.gate(130)
+    a = one.submit(cfg(130), "a")
+    assert fake.started(130).wait(WAIT)
+    b = two.submit(cfg(130), "b")
+    assert wait_until(lambda: two._executor.joined == 1)  # its follower thread joined
+    stats = one._executor.stats()
+    assert (stats["created"], stats["joined"], stats["live"]) == (1, 1, 1)
+    one.cancel(a, "a")  # one replica's only session stops: the other still follows it
+    for t in job_threads():
+        if t in one._executor.threads():
+            t.join(WAIT)
+    assert status(one, a, "a") == "cancelled" and status(two, b, "b") == "running"
+    fake.gate(130).set()
+    two._executor.shutdown(WAIT)
+    snap = two.get(b, "b")
+    assert snap.status == "done" and len(snap.metrics) == 2 and snap.has_model
+    assert len(fake.calls) == 1
+    c = two.submit(cfg(131), "c")  # both stop: cancelled for everyone
+    d = one.submit(cfg(131), "d")
+    fake.gate(131)
+    assert fake.started(131).wait(WAIT)
+    two.cancel(c, "c")
+    one.cancel(d, "d")
+    for t in job_threads():
+        t.join(WAIT)
+    assert status(two, c, "c") == status(one, d, "d") == "cancelled"
+
+
+def test_a_ray_worker_that_dies_fails_the_run_with_its_reason(make_ray_manager, ray_fake, finished):
+    fake = ray_fake
+    m = make_ray_manager()
+    fake.control.flag("die", 132)
+    job = m.submit(cfg(132), "a")
+    finished.wait(cfg(132))
+    snap = m.get(job, "a")
+    assert snap.status == "failed" and "Ray worker" in snap.error and "died" in snap.error
+    ok = m.submit(cfg(133), "a")  # the next run gets a fresh worker
+    finished.wait(cfg(133))
+    assert status(m, ok) == "done"
+
+
+def test_a_run_that_ignores_its_stop_is_cancelled_with_ray_cancel(
+    make_ray_manager, ray_fake, monkeypatch
+):
+    from dropout_demo.jobs import ray_executor
+
+    fake = ray_fake
+    m = make_ray_manager()
+    monkeypatch.setattr(ray_executor, "STOP_GRACE", 0.0)
+    fake.control.flag("deaf", 134)
+    fake.gate(134)
+    job = m.submit(cfg(134), "a")
+    assert fake.started(134).wait(WAIT)
+    m.cancel(job, "a")
+    for t in job_threads():
+        t.join(WAIT)
+    assert status(m, job) == "cancelled"
+    assert not fake.gate(134).is_set()  # it never went on by itself: Ray stopped it
+
+
+def test_without_the_variable_ray_is_never_imported():
+    code = (
+        "import sys\n"
+        "from dropout_demo.jobs import manager\n"
+        "m = manager.get_manager()\n"
+        "assert type(m._executor).__name__ == 'ThreadExecutor', m._executor\n"
+        "m.shutdown()\n"
+        "assert 'ray' not in sys.modules and 'dropout_demo.jobs.ray_executor' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DROPOUT_DEMO_RAY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.mnist
+def test_real_training_through_ray_streams_epochs_and_returns_the_model(
+    ray_cluster, mnist_dir, tmp_path
+):
+    from dropout_demo.jobs.ray_executor import RayExecutor
+
+    store = RunStore(tmp_path / "store")
+    m = JobManager(executor=RayExecutor("local", data_dir=str(mnist_dir)), cores=2, store=store)
+    epochs, saved = [], threading.Event()
+    m.add_finished_hook(lambda snap, model: snap.saved_run_id and saved.set())
+    try:
+        config = TrainConfig(train_size=1_024, eval_size=300, epochs=2, precision="fp32")
+        job = m.submit(config, "a")
+        assert saved.wait(300)
+        snap = m.get(job, "a")
+        assert snap.status == "done" and [e.epoch for e in snap.metrics] == [1, 2]
+        assert snap.metrics[-1].test_images == 300 and snap.metrics[-1].test_acc > 0.5
+        model = m.model(job, "a")
+        assert isinstance(model, SimpleCNN)
+        stored = store.load_model(snap.saved_run_id).state_dict()
+        assert all(torch.equal(t, stored[k]) for k, t in model.state_dict().items())
+        epochs.append(len(snap.metrics))
+    finally:
+        m.shutdown(timeout=300)

@@ -80,6 +80,7 @@ class RunTask:
     on_batch: Callable[[int, int], None]  # (batch done in this epoch, batches per epoch)
     on_epoch: Callable[[EpochMetrics], None]
     on_finish: Callable[[Outcome], None]  # exactly once, whatever happens
+    key: str = ""  # the run's identity (jobs.identity): a distributed executor shares by it
 
 
 class Executor(Protocol):

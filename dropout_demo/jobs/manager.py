@@ -482,14 +482,18 @@ class JobManager:
         run.changed()
         self.trained += 1
         log.info("run started: key=%s %s threads=%d", run.key, run.config.label(), threads)
+        pauses = getattr(self._executor, "pauses_for_priority", True)
         task = RunTask(
             name=f"{run.key[:8]}-{run.seq}",
             config=run.config,
             threads=threads,
-            should_stop=run.stop.is_set if run.priority else lambda: self._should_stop(run),
+            should_stop=(
+                run.stop.is_set if run.priority or not pauses else lambda: self._should_stop(run)
+            ),
             on_batch=lambda b, n: self._on_batch(run, b, n),
             on_epoch=lambda m: self._on_epoch(run, m),
             on_finish=lambda outcome: self._on_finish(run, outcome),
+            key=run.key,
         )
         self._executor.start(task)
 
@@ -599,12 +603,28 @@ def get_manager() -> JobManager:
         if _manager is None or _manager.closed:
             from ..runs import RunStore
 
-            _manager = JobManager(store=RunStore())
+            _manager = JobManager(store=RunStore(), **executor_settings())
             _register_exit(_manager.shutdown)
             # The first request's key needs the precision probe (a few training steps of each
             # candidate): measure it now, in the background, not in a visitor's first click.
             threading.Thread(target=_warm_up, name="dropout-warm-up", daemon=True).start()
         return _manager
+
+
+def executor_settings() -> dict[str, Any]:
+    """The executor and the machine it computes on: this process's threads, or, with
+    ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see :mod:`.ray_executor`),
+    whose CPUs set the running cap."""
+    address = os.environ.get("DROPOUT_DEMO_RAY", "").strip()
+    if not address:
+        return {}
+    from ..data import resolve_data_dir
+    from .ray_executor import RayExecutor, cluster_cpus
+
+    executor = RayExecutor(address, data_dir=str(resolve_data_dir()))
+    total, _largest_node = cluster_cpus()
+    log.info("training on Ray (%s): %d CPUs in the cluster", address, total)
+    return {"executor": executor, "cores": total}
 
 
 def _warm_up() -> None:
