@@ -32,6 +32,10 @@ from .training import EpochMetrics, FitResult, fit
 EXIT_USAGE = 2
 
 
+class SweepError(Exception):
+    """A sweep that cannot run as asked (e.g. ``--ray`` without Ray): a message, exit 1."""
+
+
 class ProgressBar:
     """A one-line progress bar for the current epoch, drawn only on a terminal."""
 
@@ -135,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="training-set sizes (replace --train-size): a data-size grid with the --p rates",
     )
+    sweep.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the cells in parallel as Ray tasks: 'local' starts a local Ray, 'auto' joins "
+        "the cluster `ray start` runs here, or a cluster address (needs requirements-ray.txt)",
+    )
     sweep.add_argument("--csv", type=Path, help="write one row per run (final results) here")
     sweep.add_argument("--epochs-csv", type=Path, help="write one row per run and epoch here")
     return parser
@@ -224,6 +234,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                 print(f"Saved model and config to {args.save}", file=out)
             return status
         return _sweep(grid, data, args, out, err)
+    except SweepError as e:
+        print(f"error: {e}", file=err)
+        return 1
     except ValueError as e:  # e.g. a CUDA device asked for on a machine without one
         print(f"error: {e}", file=err)
         return EXIT_USAGE
@@ -334,18 +347,22 @@ def _sweep(grid: Grid, data, args, out: TextIO, err: TextIO) -> int:
     epochs: dict[int, list[EpochMetrics]] = {}
     interrupted = False
     try:
-        for cell in cells:
-            print(
-                f"\n== [{cell.index + 1}/{len(cells)}] {cell.config.label()} (seed {cell.seed})",
-                file=out,
-                flush=True,
-            )
-            statuses[cell.index] = "interrupted"
-            result = _train_one(cell.config, data, args.quiet, out, err)
-            _report_end(result, out, err)
-            statuses[cell.index], epochs[cell.index] = result.status, result.metrics
-            if result.status == "done" and result.metrics:
-                results[cell.index] = CellResult.from_metrics(result.metrics)
+        if args.ray:
+            _sweep_on_ray(cells, args, out, err, results, statuses, epochs)
+        else:
+            for cell in cells:
+                print(
+                    f"\n== [{cell.index + 1}/{len(cells)}] {cell.config.label()} "
+                    f"(seed {cell.seed})",
+                    file=out,
+                    flush=True,
+                )
+                statuses[cell.index] = "interrupted"
+                result = _train_one(cell.config, data, args.quiet, out, err)
+                _report_end(result, out, err)
+                statuses[cell.index], epochs[cell.index] = result.status, result.metrics
+                if result.status == "done" and result.metrics:
+                    results[cell.index] = CellResult.from_metrics(result.metrics)
     except KeyboardInterrupt:
         interrupted = True  # still summarise and write what finished, then stop
     print("\n".join(_sweep_summary(grid, cells, results)), file=out)
@@ -366,6 +383,79 @@ def _sweep(grid: Grid, data, args, out: TextIO, err: TextIO) -> int:
     if interrupted:
         raise KeyboardInterrupt
     return 0 if all(s == "done" for s in statuses.values()) else 1
+
+
+def _sweep_on_ray(
+    cells: list[Cell],
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    results: dict[int, CellResult],
+    statuses: dict[int, str],
+    epochs: dict[int, list[EpochMetrics]],
+) -> None:
+    """Every cell at once as a Ray task of one CPU (``--ray``): the cluster runs as many in
+    parallel as it has CPUs and queues the rest; epoch lines arrive as cells report them."""
+    import threading
+
+    from .data import resolve_data_dir
+    from .jobs.executors import Outcome, RunTask
+    from .jobs.identity import run_key
+    from .jobs.ray_executor import RayExecutor, cluster_cpus
+
+    try:
+        executor = RayExecutor(args.ray, data_dir=str(resolve_data_dir(args.data_dir)))
+    except Exception as exc:  # Ray missing, or no cluster at that address
+        raise SweepError(f"could not start or join Ray ({args.ray}): {exc}") from exc
+    total, _largest = cluster_cpus()
+    print(
+        f"Running the {len(cells)} runs as Ray tasks in parallel on the cluster at "
+        f"{args.ray} ({total} CPUs, one per run)",
+        file=out,
+        flush=True,
+    )
+    lock, stop, ended = threading.Lock(), threading.Event(), threading.Semaphore(0)
+
+    def on_epoch(cell: Cell, m: EpochMetrics) -> None:
+        with lock:
+            epochs.setdefault(cell.index, []).append(m)
+            print(f"[{cell.index + 1}/{len(cells)}] {_epoch_line(m, cell.config.epochs)}",
+                  file=out, flush=True)  # fmt: skip
+
+    def on_finish(cell: Cell, outcome: Outcome) -> None:
+        with lock:
+            statuses[cell.index] = outcome.status
+            if outcome.metrics is not None:
+                epochs[cell.index] = list(outcome.metrics)
+            if outcome.status == "done" and outcome.metrics:
+                results[cell.index] = CellResult.from_metrics(outcome.metrics)
+            tail = "" if outcome.status == "done" else f": {outcome.error or ''}"
+            print(f"[{cell.index + 1}/{len(cells)}] {cell.config.label()} (seed {cell.seed}) "
+                  f"{outcome.status}{tail}", file=out if outcome.status == "done" else err,
+                  flush=True)  # fmt: skip
+        ended.release()
+
+    for cell in cells:
+        statuses[cell.index] = "interrupted"
+        executor.start(
+            RunTask(
+                name=f"cell-{cell.index}",
+                config=cell.config,
+                threads=1,
+                should_stop=stop.is_set,
+                on_batch=lambda _b, _n: None,
+                on_epoch=lambda m, cell=cell: on_epoch(cell, m),
+                on_finish=lambda outcome, cell=cell: on_finish(cell, outcome),
+                key=run_key(cell.config),
+            )
+        )
+    try:
+        for _ in cells:
+            ended.acquire()
+    except KeyboardInterrupt:
+        stop.set()  # every task stops at its next report; the summary has what finished
+        executor.shutdown(timeout=60)
+        raise
 
 
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")

@@ -243,3 +243,38 @@ def test_sweep_help_lists_grid_flags(capsys):
     assert code == 0
     for flag in ("--p", "--seeds", "--seed", "--sizes", "--csv", "--epochs-csv"):
         assert flag in printed
+
+
+@pytest.mark.mnist
+def test_sweep_on_ray_runs_the_cells_as_tasks_and_matches_the_sequential_sweep(
+    mnist_dir, tmp_path, ray_cluster
+):
+    common = (
+        "sweep", "--p", "0", "0.5", "--seeds", "0", "--train-size", "256", "--epochs", "2",
+        "--eval-size", "200", "--data-dir", str(mnist_dir), "--quiet", "--precision", "fp32",
+    )  # fmt: skip
+    code, out, err = run_cli(*common, "--csv", str(tmp_path / "ray.csv"), "--ray", "local")
+    assert code == 0, err
+    assert "Running the 2 runs as Ray tasks in parallel on the cluster at local" in out
+    assert re.search(r"^\[1/2\] Epoch \[2/2\]", out, re.M) and re.search(r"^\[2/2\] ", out, re.M)
+    code, _, err = run_cli(*common, "--csv", str(tmp_path / "here.csv"))
+    assert code == 0, err
+    on_ray, here = (
+        list(csv.DictReader(io.StringIO((tmp_path / name).read_text())))
+        for name in ("ray.csv", "here.csv")
+    )
+    assert [(r["p"], r["status"]) for r in on_ray] == [("0.0", "done"), ("0.5", "done")]
+    for a, b in zip(on_ray, here, strict=True):  # same seeds, same data: the same runs
+        assert float(a["final_test_loss"]) == pytest.approx(float(b["final_test_loss"]), rel=1e-3)
+
+
+def test_sweep_on_ray_without_ray_installed_is_a_clear_error(mnist_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if absent
+    code, out, err = run_cli(
+        "sweep", "--p", "0", "--seeds", "0", "--train-size", "100", "--epochs", "1",
+        "--data-dir", str(mnist_dir), "--quiet", "--ray", "local",
+    )  # fmt: skip
+    assert code == 1
+    assert "requirements-ray.txt" in err and "Traceback" not in err + out
