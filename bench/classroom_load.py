@@ -56,6 +56,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import shutil
 import socket
 import statistics
@@ -82,6 +83,7 @@ REFUSAL = re.compile(
     r"queue is full|too many|too large|refus|already ha(ve|s) \d+ runs|no new runs", re.I
 )
 RUN_STARTED = re.compile(r"run started: key=(\w+)")
+RAY_STARTED = re.compile(r"ray computation started: key=(\w+)")
 FIT_STARTED = re.compile(r"^BENCH [\d.]+ dropout_demo\.bench: fit started", re.M)
 PANEL_TICK = re.compile(r"^BENCH ([\d.]+) \S+: lab live panel: (\d+) runs, ([\d.]+) ms", re.M)
 PAGE_LOAD_S = 120.0  # connect -> Lab drawn, per student
@@ -276,6 +278,7 @@ def app_server(
     extra: list[str],
     timeout: float = 90.0,
     env_extra: dict[str, str] | None = None,
+    name: str = "server",
 ):
     """A fresh server with an empty run store in ``work``; stopped by its PID on exit
     (``env_extra``: environment settings of this server only, e.g. an A/B variant)."""
@@ -293,7 +296,7 @@ def app_server(
     env.update(env_extra or {})
     port = free_port()
     command = streamlit_command(app_dir, port, extra)
-    log_path = work / "server.log"
+    log_path = work / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -321,8 +324,48 @@ def app_server(
             proc.wait(timeout=20)
 
 
+@contextlib.contextmanager
+def ray_head(work: Path, timeout: float = 120.0):
+    """A Ray head on this machine (loopback, every core), stopped by its PID on exit: the
+    `ray start --block` process drains and stops the processes it started."""
+    port = free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    # Token authentication with a token of this invocation, given to the head and (through
+    # the returned environment) to every server: no token file is written or read.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    command = [
+        str(ray_bin), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+        "--include-dashboard=false", "--disable-usage-stats", "--block",
+    ]  # fmt: skip
+    log_path = work / "ray-head.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **auth}
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while "--block" not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray head did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield {"DROPOUT_DEMO_RAY": f"127.0.0.1:{port}", **auth}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
 def runs_trained(log_text: str) -> tuple[int | None, str]:
-    """(count, what was counted) from the server log."""
+    """(count, what was counted) from the server logs (all replicas')."""
+    ray_keys = RAY_STARTED.findall(log_text)
+    if ray_keys:
+        return len(ray_keys), (
+            f"'ray computation started' lines of all replicas ({len(set(ray_keys))} distinct "
+            "keys; a replica that joins another's computation logs 'joined')"
+        )
     keys = RUN_STARTED.findall(log_text)
     if keys:
         return len(keys), f"'run started' lines ({len(set(keys))} distinct keys)"
@@ -580,11 +623,19 @@ async def run_phase(
     label: str, ps: list[float], args, work: Path, env_extra: dict[str, str] | None = None
 ) -> Phase:
     extra = list(args.extra_flag or [])
-    with (
-        app_server(args.app_dir, work, extra, env_extra=env_extra) as server,
-        ProcSampler(server.pid) as sampler,
-        HealthProbe(server.url) as probe,
-    ):
+    env_extra = {**(args.ray_env or {}), **(env_extra or {})}
+    with contextlib.ExitStack() as stack:
+        # Replicas share one run store (work/runs); students take them in turn. CPU, RSS,
+        # threads and health are the first replica's.
+        servers = [
+            stack.enter_context(
+                app_server(args.app_dir, work, extra, env_extra=env_extra, name=f"server{r}")
+            )
+            for r in range(args.replicas)
+        ]
+        server = servers[0]
+        sampler = stack.enter_context(ProcSampler(server.pid))
+        probe = stack.enter_context(HealthProbe(server.url))
         await asyncio.sleep(2.0)  # the idle server, before anyone connects
         idle = sampler.read()[2]
         students = [Student(i, p) for i, p in enumerate(ps)]
@@ -592,7 +643,8 @@ async def run_phase(
 
         async def one(s: Student) -> Student:
             await asyncio.sleep(s.index * args.stagger)
-            return await student_session(server.url, s, args.action, args.preset, args.timeout, t0)
+            url = servers[s.index % len(servers)].url
+            return await student_session(url, s, args.action, args.preset, args.timeout, t0)
 
         bound = len(ps) * args.stagger + PAGE_LOAD_S * 3 + args.timeout + 60
         # Past the bound, students keep what they saw; those cut stay "timeout"/"not started".
@@ -602,7 +654,7 @@ async def run_phase(
         settle = await settle_threads(sampler, idle, args.settle)
         _, rss_after, threads_after = sampler.read()
         window = sampler.window(t0, t1)
-        log_text = server.log_text()
+        log_text = "\n".join(srv.log_text() for srv in servers)
         trained, signal = runs_trained(log_text)
         return Phase(
             label=label,
@@ -744,6 +796,18 @@ def main() -> None:
         help="run the class once more on a server with this environment setting, as another "
         "column (A/B in one invocation), e.g. --also-env DROPOUT_DEMO_TRAIN_NICE=0",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="app replicas per phase, sharing one run store; students take them in turn",
+    )
+    parser.add_argument(
+        "--ray-head",
+        action="store_true",
+        help="start a Ray head (`ray start --head --block`, stopped by its PID) and run every "
+        "server with DROPOUT_DEMO_RAY=its address (replicas then share computations)",
+    )
     parser.add_argument("--no-lone", action="store_true", help="skip the lone student")
     parser.add_argument("--app-dir", type=Path, default=REPO, help="where app.py is")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -766,7 +830,11 @@ def main() -> None:
         variants.append({name: value})
 
     phases: list[Phase] = []
-    with tempfile.TemporaryDirectory(prefix="classroom_load_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="classroom_load_") as tmp, contextlib.ExitStack() as st:
+        args.ray_env = None
+        if args.ray_head:
+            args.ray_env = st.enter_context(ray_head(Path(tmp)))
+            print(f"Ray head at {args.ray_env['DROPOUT_DEMO_RAY']}", flush=True)
         plan: list[tuple[str, list[float], dict[str, str] | None]] = []
         if not args.no_lone:
             plan.append(("lone student", [lone_p], None))
@@ -781,7 +849,10 @@ def main() -> None:
                 phases.append(asyncio.run(run_phase(label, ps, args, work, env)))
                 if args.keep_logs:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(work / "server.log", args.keep_logs / f"server-phase{i}.log")
+                    for r in range(args.replicas):
+                        shutil.copy(
+                            work / f"server{r}.log", args.keep_logs / f"server{r}-phase{i}.log"
+                        )
         finally:
             if phases:
                 report(phases, args)

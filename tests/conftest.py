@@ -106,14 +106,14 @@ def make_app_manager(monkeypatch):
         manager = jobs.JobManager(release_grace=0.05, **kwargs)
         made.append(manager)
         monkeypatch.setattr(manager_module, "_manager", manager)
-        state.manager.clear()
+        state._manager.clear()
         state.store.clear()
         return manager
 
     yield make
     for manager in made:
         manager.shutdown(timeout=120)
-    state.manager.clear()
+    state._manager.clear()
     state.store.clear()
     alive = [t.name for t in threading.enumerate() if t.name.startswith(jobs.THREAD_PREFIX)]
     assert not alive, f"training threads left running: {alive}"

@@ -396,3 +396,26 @@ def test_csv_reads_the_metrics_at_the_click_and_a_first_epoch_redraws_no_page(la
     assert lab._actions_signature([done]) != lab._actions_signature(
         [dataclasses.replace(done, has_model=not done.has_model)]
     )
+
+
+def test_a_ray_cluster_that_cannot_be_used_is_a_message_on_the_page(monkeypatch):
+    """DROPOUT_DEMO_RAY set on a server without Ray: every page says training is not
+    available and why, instead of a traceback (and nothing else runs)."""
+    import sys
+
+    from dropout_demo.jobs import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "_manager", None)
+    monkeypatch.setattr(manager_module, "_register_exit", lambda fn: None)
+    monkeypatch.setenv("DROPOUT_DEMO_RAY", "auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    state._manager.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        assert not at.exception, at.exception
+        errors = [e.value for e in at.error]
+        assert any(
+            "Training is not available" in e and "requirements-ray.txt" in e for e in errors
+        ), errors
+    finally:
+        state._manager.clear()

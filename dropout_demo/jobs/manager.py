@@ -25,7 +25,7 @@ from ..model import SimpleCNN
 from ..training import EpochMetrics, FitResult, evaluated_images, fit
 from . import admission
 from .admission import JobError, Limits
-from .executors import Executor, Outcome, RunTask, ThreadExecutor
+from .executors import RAY_ENV, Executor, Outcome, RunTask, ThreadExecutor
 from .identity import run_key
 from .leases import Leases
 from .registry import (
@@ -615,13 +615,16 @@ def executor_settings() -> dict[str, Any]:
     """The executor and the machine it computes on: this process's threads, or, with
     ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see :mod:`.ray_executor`),
     whose CPUs set the running cap."""
-    address = os.environ.get("DROPOUT_DEMO_RAY", "").strip()
+    address = os.environ.get(RAY_ENV, "").strip()
     if not address:
         return {}
     from ..data import resolve_data_dir
     from .ray_executor import RayExecutor, cluster_cpus
 
-    executor = RayExecutor(address, data_dir=str(resolve_data_dir()))
+    try:
+        executor = RayExecutor(address, data_dir=str(resolve_data_dir()))
+    except Exception as exc:
+        raise RuntimeError(f"could not use Ray ({RAY_ENV}={address}): {exc}") from exc
     total, _largest_node = cluster_cpus()
     log.info("training on Ray (%s): %d CPUs in the cluster", address, total)
     return {"executor": executor, "cores": total}

@@ -42,11 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from ..training import EpochMetrics
-from .executors import CANCELLED, FAILED, THREAD_PREFIX, Outcome, RunTask, describe
+from .executors import (
+    CANCELLED,
+    FAILED,
+    RAY_ENV,
+    THREAD_PREFIX,
+    Outcome,
+    RunTask,
+    describe,
+)
 
 log = logging.getLogger("dropout_demo.jobs")
 
-RAY_ENV = "DROPOUT_DEMO_RAY"
 NAMESPACE = "dropout-lab"
 REGISTRY_NAME = "dropout-lab-registry-v1"  # the version changes with the registry's methods
 POLL_WAIT = 0.5  # s the registry holds a poll open waiting for news (the long poll)
@@ -350,6 +357,16 @@ def train_task(
     return outcome["status"]
 
 
+def warm_worker(data_dir: str | None) -> int:
+    """Load torch, the training code and MNIST into a worker ahead of the first run (Ray
+    keeps a job's idle workers, one per CPU, and gives them the next tasks)."""
+    from ..data import get_mnist
+    from ..training import fit  # noqa: F401  (the import is the point)
+
+    get_mnist(data_dir)
+    return os.getpid()
+
+
 _remote: dict[str, Any] = {}
 _remote_lock = threading.Lock()
 
@@ -410,6 +427,11 @@ class RayExecutor:
         self._threads: set[threading.Thread] = set()
         self.started = 0  # computations this replica started (joined ones not counted)
         self.joined = 0
+        if fit_fn is None and data_provider is None:
+            # Workers are per replica (a Ray job): start this one's now, not in a first click.
+            total, _ = cluster_cpus()
+            warm = _remote_of("warm", warm_worker).options(num_cpus=1, max_retries=0)
+            self._warming = [warm.remote(data_dir) for _ in range(total)]
 
     def start(self, task: RunTask) -> None:
         thread = threading.Thread(

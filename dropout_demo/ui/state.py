@@ -38,9 +38,22 @@ _cookie_writer = st.components.v2.component("dropout_demo.identity_cookie", js=_
 
 
 @st.cache_resource(show_spinner=False)
-def manager() -> JobManager:
-    """The one job manager of this server process, shared by every browser session."""
+def _manager() -> JobManager:
     return get_manager()
+
+
+def manager() -> JobManager:
+    """The one job manager of this server process, shared by every browser session.
+
+    When it cannot be made (``DROPOUT_DEMO_RAY`` names a cluster that cannot be reached, or
+    Ray is not installed), the page says so and stops: a host's message, not a traceback.
+    """
+    try:
+        return _manager()
+    except Exception as exc:
+        st.error(f"Training is not available on this server: {exc}", icon=":material/error:")
+        st.stop()
+        raise  # not reached: st.stop() ends the script run
 
 
 @st.cache_resource(show_spinner=False)
