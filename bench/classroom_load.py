@@ -511,9 +511,15 @@ class Student:
 
 
 async def student_session(
-    url: str, s: Student, action: str, preset: str, timeout: float, t0: float
+    url: str,
+    s: Student,
+    action: str,
+    preset: str,
+    timeout: float,
+    t0: float,
+    cookies: dict[str, str] | None = None,
 ) -> Student:
-    client = StClient(url, name=f"student-{s.index}")
+    client = StClient(url, name=f"student-{s.index}", cookies=cookies)
     expected = RUNS_PER_CLICK[action]
     state: dict[str, float | bool | None] = {"clicked": None, "over": False}
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -1118,3 +1119,27 @@ def test_real_training_through_ray_streams_epochs_and_returns_the_model(
         epochs.append(len(snap.metrics))
     finally:
         m.shutdown(timeout=300)
+
+
+def test_a_local_ray_started_from_a_page_thread_outlives_that_thread(tmp_path):
+    """Streamlit runs pages in threads that end; Ray's processes die with the thread that
+    started them. The local Ray must be started so that it lives on (regression: the server
+    lost its Ray seconds after the first page)."""
+    code = (
+        "import threading\n"
+        "import ray\n"
+        "from dropout_demo.jobs import ray_executor\n"
+        "page = threading.Thread(target=lambda: ray_executor.connect('local'))\n"
+        "page.start()\n"
+        "page.join()\n"
+        "@ray.remote\n"
+        "def pid():\n"
+        "    import os\n"
+        "    return os.getpid()\n"
+        "print('worker', ray.get(pid.remote(), timeout=120))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert done.returncode == 0 and "worker" in done.stdout, done.stderr[-2000:]

@@ -82,21 +82,47 @@ def connect(address: str) -> Any:
             f"{RAY_ENV}={address} asks for Ray, which is not installed: "
             "pip install -r requirements-ray.txt"
         ) from exc
-    if not ray.is_initialized():
-        local = address == "local"
-        ray.init(
-            address=address,
-            namespace=NAMESPACE,
-            log_to_driver=False,
-            # Workers import this package from the same path (a shared checkout or install).
-            runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}},
-            **(
-                {"include_dashboard": False, "object_store_memory": LOCAL_OBJECT_STORE}
-                if local
-                else {}
-            ),
-        )
+    with _connect_lock:
+        if not ray.is_initialized():
+            local = address == "local"
+            settings = dict(
+                address=address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                # Workers import this package from the same path (a shared checkout or install).
+                runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}},
+            )
+            if local:
+                settings.update(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
+                _in_lasting_thread(lambda: ray.init(**settings))
+            else:
+                ray.init(**settings)
     return ray
+
+
+_connect_lock = threading.Lock()
+
+
+def _in_lasting_thread(start: Any) -> None:
+    """Run ``start`` (``ray.init`` of a local instance) in a thread that lives as long as the
+    process. Ray's processes die with the *thread* that started them (Linux parent-death
+    signal), and a Streamlit server runs its pages in threads that end after each run: a local
+    Ray started there was killed seconds later (measured: its GCS gone, the server exited)."""
+    started, errors = threading.Event(), []
+
+    def host() -> None:
+        try:
+            start()
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+        finally:
+            started.set()
+        threading.Event().wait()  # never set: this thread holds the local Ray's processes
+
+    threading.Thread(target=host, name="dropout-ray-local", daemon=True).start()
+    started.wait()
+    if errors:
+        raise errors[0]
 
 
 def cluster_cpus() -> tuple[int, int]:
