@@ -485,8 +485,15 @@ class RayExecutor:
                     self._threads.discard(threading.current_thread())
 
     def _submit(self, task: RunTask, cid: str) -> Any:
+        config = task.config
+        if config.device == "auto":
+            # As the run's key says (jobs.identity resolves "auto" here, in the replica): a
+            # worker on a GPU node must not train a key that says "cpu" on its GPU.
+            from ..training import resolve_device
+
+            config = config.replace(device=resolve_device("auto").type)
         _total, node_cpus = cluster_cpus()
-        wants_gpu = task.config.device.startswith("cuda")
+        wants_gpu = config.device.startswith("cuda")
         if wants_gpu and cluster_gpus() < 1:
             raise RuntimeError("the run asks for a GPU and the Ray cluster has none")
         return (
@@ -500,7 +507,7 @@ class RayExecutor:
             .remote(
                 task.key,
                 cid,
-                task.config.to_dict(),
+                config.to_dict(),
                 self._data_dir,
                 task.threads,
                 self._fit,
