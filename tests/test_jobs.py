@@ -1038,9 +1038,9 @@ def test_two_replicas_share_one_computation_through_the_ray_registry(make_ray_ma
     snap = two.get(b, "b")
     assert snap.status == "done" and len(snap.metrics) == 2 and snap.has_model
     assert len(fake.calls) == 1
+    fake.gate(131)
     c = two.submit(cfg(131), "c")  # both stop: cancelled for everyone
     d = one.submit(cfg(131), "d")
-    fake.gate(131)
     assert fake.started(131).wait(WAIT)
     two.cancel(c, "c")
     one.cancel(d, "d")
