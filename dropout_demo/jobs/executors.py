@@ -175,9 +175,14 @@ class ThreadExecutor:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for every run thread (the caller has asked them to stop)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self.threads():
-            if thread is threading.current_thread():
-                continue
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(left)
+        join_all(self.threads(), timeout)
+
+
+def join_all(threads: list[threading.Thread], timeout: float | None = None) -> None:
+    """Join ``threads`` (all but the calling one) within ``timeout`` seconds in all."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threads:
+        if thread is threading.current_thread():
+            continue
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        thread.join(left)

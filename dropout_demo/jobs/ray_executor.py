@@ -50,6 +50,7 @@ from .executors import (
     Outcome,
     RunTask,
     describe,
+    join_all,
 )
 
 log = logging.getLogger("dropout_demo.jobs")
@@ -583,12 +584,7 @@ class RayExecutor:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for the followers (the caller has asked the runs to stop; each leaves)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self.threads():
-            if thread is threading.current_thread():
-                continue
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(left)
+        join_all(self.threads(), timeout)
 
 
 def _outcome(raw: dict) -> Outcome:
