@@ -239,6 +239,11 @@ def probe(device: torch.device) -> ProbeResult:
         return _probe_cache[key]
 
 
+def probe_default_device() -> None:
+    """Probe the device a default run trains on, now (a training worker's warm-up)."""
+    probe(resolve_device(TrainConfig().device))
+
+
 def resolve_plan(precision: str, device: torch.device) -> Plan:
     """The fastest measured plan for ``precision``: "auto" (any), "fp32" or "bf16"."""
     if precision not in ("auto", "fp32", "bf16"):

@@ -5,7 +5,9 @@
 - :mod:`.registry`: runs, the sessions attached to them, snapshots, memory bounds;
 - :mod:`.scheduler`: the queue that is fair between sessions, the running cap, dispatch;
 - :mod:`.leases`: owners' live sessions and the grace period of those who left;
-- :mod:`.executors`: where a run computes (threads of this process);
+- :mod:`.executors`: where a run computes: the seam, and threads of this process;
+- :mod:`.process_executor` (with :mod:`.process_worker`): a worker process beside the server,
+  the default; :mod:`.ray_executor`: a Ray cluster;
 - :mod:`.manager`: the process-wide facade that ties them together.
 """
 

@@ -31,6 +31,8 @@ THREAD_PREFIX = "dropout-job-"
 NICE_ENV = "DROPOUT_DEMO_TRAIN_NICE"
 # Set (local, auto or a cluster's address): runs execute on Ray (.ray_executor, imported only then)
 RAY_ENV = "DROPOUT_DEMO_RAY"
+# "process" (worker processes of this machine, .process_executor) or "thread" (this process)
+EXECUTOR_ENV = "DROPOUT_DEMO_EXECUTOR"
 DEFAULT_NICE = 0
 
 
@@ -83,6 +85,9 @@ class RunTask:
     on_epoch: Callable[[EpochMetrics], None]
     on_finish: Callable[[Outcome], None]  # exactly once, whatever happens
     key: str = ""  # the run's identity (jobs.identity): a distributed executor shares by it
+    # True while the run should wait between batches (a priority run trains), for executors
+    # that set ``pauses_for_priority = False`` and hold their runs themselves
+    held: Callable[[], bool] = lambda: False
 
 
 class Executor(Protocol):

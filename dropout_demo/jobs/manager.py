@@ -25,7 +25,7 @@ from ..model import SimpleCNN
 from ..training import EpochMetrics, FitResult, evaluated_images, fit
 from . import admission
 from .admission import JobError, Limits
-from .executors import RAY_ENV, Executor, Outcome, RunTask, ThreadExecutor
+from .executors import EXECUTOR_ENV, RAY_ENV, Executor, Outcome, RunTask, ThreadExecutor
 from .identity import run_key
 from .leases import Leases
 from .registry import (
@@ -494,6 +494,7 @@ class JobManager:
             on_epoch=lambda m: self._on_epoch(run, m),
             on_finish=lambda outcome: self._on_finish(run, outcome),
             key=run.key,
+            held=(lambda: False) if run.priority else (lambda: not self._no_priority.is_set()),
         )
         self._executor.start(task)
 
@@ -593,6 +594,7 @@ class JobManager:
 
 
 _manager: JobManager | None = None
+DEFAULT_EXECUTOR = "process"
 _manager_lock = threading.Lock()
 
 
@@ -612,12 +614,22 @@ def get_manager() -> JobManager:
 
 
 def executor_settings() -> dict[str, Any]:
-    """The executor and the machine it computes on: this process's threads, or, with
-    ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see :mod:`.ray_executor`),
-    whose CPUs set the running cap."""
+    """The executor and the machine it computes on: worker processes of this machine (the
+    default, ``DROPOUT_DEMO_EXECUTOR=process``), threads of this process (``=thread``), or,
+    with ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see
+    :mod:`.ray_executor`), whose CPUs set the running cap."""
     address = os.environ.get(RAY_ENV, "").strip()
     if not address:
-        return {}
+        kind = os.environ.get(EXECUTOR_ENV, "").strip().lower() or DEFAULT_EXECUTOR
+        if kind == "thread":
+            return {}
+        if kind != "process":
+            raise RuntimeError(f"{EXECUTOR_ENV}={kind!r}: use process or thread")
+        from .process_executor import ProcessExecutor
+
+        executor = ProcessExecutor()
+        executor.warm()
+        return {"executor": executor, "cores": available_cores()}
     from ..data import resolve_data_dir
     from .ray_executor import RayExecutor, cluster_cpus
 
