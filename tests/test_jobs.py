@@ -1087,7 +1087,7 @@ def test_without_the_variable_ray_is_never_imported():
         "import sys\n"
         "from dropout_demo.jobs import manager\n"
         "m = manager.get_manager()\n"
-        "assert type(m._executor).__name__ == 'ThreadExecutor', m._executor\n"
+        "assert type(m._executor).__name__ == 'ProcessExecutor', m._executor\n"
         "m.shutdown()\n"
         "assert 'ray' not in sys.modules and 'dropout_demo.jobs.ray_executor' not in sys.modules\n"
     )
