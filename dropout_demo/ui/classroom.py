@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -32,6 +35,7 @@ from ..classes import (
 from ..jobs import JobError, JobSnapshot
 from ..sweeps import BASE_PRESETS, GRID_PRESETS, Cell, CellResult, Grid, aggregate, reading
 from . import state
+from .lab import tick_budget
 from .sweep import (
     BASE_CAPTIONS,
     BASE_LABELS,
@@ -41,7 +45,42 @@ from .sweep import (
     results_of,
 )
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 2.0  # the board's refresh interval with few viewers
+BOARD_VIEWER_WINDOW = 15.0  # s: a board that refreshed within this counts as watched
+
+
+class RecentPollers:
+    """Which boards refreshed lately, process-wide: every open board shares the server's
+    refresh budget with the Lab's live panels, so 31 boards refresh less often than one."""
+
+    def __init__(self, window: float = BOARD_VIEWER_WINDOW, clock=time.monotonic):
+        self.window, self.clock = window, clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+
+    def seen(self, who: str) -> None:
+        with self._lock:
+            self._seen[who] = self.clock()
+
+    def count(self) -> int:
+        with self._lock:
+            cutoff = self.clock() - self.window
+            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            return len(self._seen)
+
+
+_board_viewers = RecentPollers()
+
+
+def board_interval(pollers: int) -> float:
+    """The board's refresh interval when ``pollers`` pages poll this server in all."""
+    return max(POLL_SECONDS, math.ceil(2 * pollers / tick_budget()) / 2)
+
+
+def _board_interval() -> float:
+    return board_interval(_board_viewers.count() + state.manager().active_owners())
+
+
 CLASS_PATH = "class"  # the board's url path (see app.PAGES)
 _NOTICE = "class_notice"
 
@@ -322,6 +361,7 @@ def _my_cell(room: ClassRoom, owner: str, snaps: Sequence[JobSnapshot]) -> None:
 
 def board_panel(code: str, owner: str, present: bool) -> None:
     """The class board, re-read from the class file and the run store every tick."""
+    _board_viewers.seen(f"{owner}:{present}")
     state.touch(owner)
     try:
         room = classes().get(code)
@@ -398,7 +438,8 @@ def presenter_view(room: ClassRoom, owner: str) -> None:
     left.title(f"Class {room.code}")
     left.markdown(f"Join at **{url}** · {room.grid.describe()}")
     right.image(qr_png(url, scale=6), width=180, alt=f"QR code of the join link {url}")
-    st.fragment(run_every=POLL_SECONDS)(board_panel)(room.code, owner, True)
+    _board_viewers.seen(f"{owner}:True")
+    st.fragment(run_every=_board_interval())(board_panel)(room.code, owner, True)
 
 
 def class_view() -> None:
@@ -450,4 +491,5 @@ def class_view() -> None:
             args=(room.code, owner),
         )
     st.subheader("Class board")
-    st.fragment(run_every=POLL_SECONDS)(board_panel)(room.code, owner, False)
+    _board_viewers.seen(f"{owner}:False")
+    st.fragment(run_every=_board_interval())(board_panel)(room.code, owner, False)
