@@ -114,6 +114,9 @@ class Worker:
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            self.conn.close()
+            raise
         finally:
             child.close()
         self.started = time.monotonic()
