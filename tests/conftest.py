@@ -11,12 +11,14 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Training threads may lower their CPU priority (DROPOUT_DEMO_TRAIN_NICE, off by default). On a
-# test machine that other processes keep busy, niced training gets a tenth of a core and the
-# suite crawls; tests check behaviour, not priority, so they train at normal priority whatever
-# the caller's environment says (servers started by the browser tests inherit it).
-# tests/test_executors.py sets the variable itself to check the niceness.
+# Training may run at a lower CPU priority (the worker process: DROPOUT_DEMO_WORKER_NICE, 5 by
+# default; threads: DROPOUT_DEMO_TRAIN_NICE, off by default). On a test machine that other
+# processes keep busy, niced training gets a small share of a core and the suite crawls; tests
+# check behaviour, not priority, so they train at normal priority whatever the caller's
+# environment says (servers started by the browser tests inherit it). tests/test_executors.py
+# and tests/test_process_executor.py set the variables themselves to check the niceness.
 os.environ["DROPOUT_DEMO_TRAIN_NICE"] = "0"
+os.environ["DROPOUT_DEMO_WORKER_NICE"] = "0"
 
 
 def require_or_skip(reason: str) -> None:
