@@ -8,28 +8,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from dropout_demo.config import TrainConfig
 from dropout_demo.model import SimpleCNN
-from dropout_demo.training import EpochMetrics
+from dropout_demo.training import EpochMetrics, FitResult
 
 FAKE_DATA = "fake data"
 GATED, DIES, RAISES, DEAF = 2, 3, 4, 5  # seeds that behave differently; others just train
-
-
-@dataclass
-class Result:
-    status: str
-    metrics: list
-    model: object
-    config: TrainConfig
-    message: str = ""
-    precision: str = "fp32"
-    extra: dict = field(default_factory=dict)
 
 
 def fake_dir() -> Path:
@@ -60,12 +47,12 @@ def fit(config, data, on_epoch=None, should_stop=None, on_batch=None):
         for b in range(1, 4):
             while seed == GATED and not (fake_dir() / f"release-{seed}").exists():
                 if should_stop():
-                    return Result("cancelled", metrics, model, config)
+                    return FitResult("cancelled", metrics, model, config)
                 time.sleep(0.01)
             if should_stop():
-                return Result("cancelled", metrics, model, config)
+                return FitResult("cancelled", metrics, model, config)
             on_batch(epoch, b, 3)
         m = EpochMetrics(epoch, 1.0 / epoch, 0.5, 1.1 / epoch, 0.5, 0.01 * epoch)
         on_epoch(m)
         metrics.append(m)
-    return Result("done", metrics, model, config)
+    return FitResult("done", metrics, model, config)

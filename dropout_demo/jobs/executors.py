@@ -131,19 +131,27 @@ def run_fit(fit_fn: Callable[..., FitResult], data: Any, task: RunTask) -> Outco
         return Outcome(FAILED, describe(exc), None, None)
 
 
-class ThreadExecutor:
-    """One thread per running run, in this process; torch's thread count is set per thread."""
+class RunThreads:
+    """One thread per run, named ``THREAD_PREFIX`` + the run's name, that computes (or follows)
+    it and reports its outcome exactly once; every executor keeps its runs' threads here."""
 
-    def __init__(self, fit_fn: Callable[..., FitResult], data_provider: Callable[[], Any]):
-        self._fit = fit_fn
-        self._data_provider = data_provider
+    def __init__(self, daemon: bool):
+        self._daemon = daemon
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
 
-    def start(self, task: RunTask) -> None:
-        # Not a daemon: interpreter exit waits for the run to stop cleanly (see get_manager).
+    def start(
+        self,
+        task: RunTask,
+        work: Callable[[RunTask], Outcome],
+        reason: Callable[[BaseException], str] = describe,
+    ) -> None:
+        """Run ``work(task)`` in a new thread; an exception fails the run with ``reason``."""
         thread = threading.Thread(
-            target=self._work, args=(task,), name=f"{THREAD_PREFIX}{task.name}", daemon=False
+            target=self._body,
+            args=(task, work, reason),
+            name=f"{THREAD_PREFIX}{task.name}",
+            daemon=self._daemon,
         )
         with self._lock:
             self._threads.add(thread)
@@ -154,19 +162,18 @@ class ThreadExecutor:
                 self._threads.discard(thread)
             task.on_finish(Outcome(FAILED, describe(exc), None, None))
 
-    def _work(self, task: RunTask) -> None:
+    def _body(
+        self,
+        task: RunTask,
+        work: Callable[[RunTask], Outcome],
+        reason: Callable[[BaseException], str],
+    ) -> None:
         outcome = Outcome(FAILED, "the run stopped unexpectedly", None, None)
         try:
-            lower_thread_priority(training_nice())
-            # torch's intra-op thread count belongs to the calling thread: set once, here.
-            torch.set_num_threads(task.threads)
-            try:
-                data = self._data_provider()
-            except Exception as exc:
-                log.warning("loading data for run %s failed", task.name, exc_info=True)
-                outcome = Outcome(FAILED, describe(exc), None, None)
-            else:
-                outcome = run_fit(self._fit, data, task)
+            outcome = work(task)
+        except Exception as exc:
+            log.warning("run %s failed", task.name, exc_info=True)
+            outcome = Outcome(FAILED, reason(exc), None, None)
         finally:
             try:
                 task.on_finish(outcome)
@@ -178,9 +185,39 @@ class ThreadExecutor:
         with self._lock:
             return list(self._threads)
 
+    def join(self, timeout: float | None = None) -> None:
+        join_all(self.threads(), timeout)
+
+
+class ThreadExecutor:
+    """One thread per running run, in this process; torch's thread count is set per thread."""
+
+    def __init__(self, fit_fn: Callable[..., FitResult], data_provider: Callable[[], Any]):
+        self._fit = fit_fn
+        self._data_provider = data_provider
+        # Not daemons: interpreter exit waits for the runs to stop cleanly (see get_manager).
+        self._runs = RunThreads(daemon=False)
+
+    def start(self, task: RunTask) -> None:
+        self._runs.start(task, self._work)
+
+    def _work(self, task: RunTask) -> Outcome:
+        lower_thread_priority(training_nice())
+        # torch's intra-op thread count belongs to the calling thread: set once, here.
+        torch.set_num_threads(task.threads)
+        try:
+            data = self._data_provider()
+        except Exception as exc:
+            log.warning("loading data for run %s failed", task.name, exc_info=True)
+            return Outcome(FAILED, describe(exc), None, None)
+        return run_fit(self._fit, data, task)
+
+    def threads(self) -> list[threading.Thread]:
+        return self._runs.threads()
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for every run thread (the caller has asked them to stop)."""
-        join_all(self.threads(), timeout)
+        self._runs.join(timeout)
 
 
 def join_all(threads: list[threading.Thread], timeout: float | None = None) -> None:

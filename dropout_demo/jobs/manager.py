@@ -593,8 +593,8 @@ class JobManager:
             self._registry.prune_owner(owner)
 
 
+DEFAULT_EXECUTOR = "process"  # when neither DROPOUT_DEMO_EXECUTOR nor DROPOUT_DEMO_RAY is set
 _manager: JobManager | None = None
-DEFAULT_EXECUTOR = "process"
 _manager_lock = threading.Lock()
 
 
@@ -614,7 +614,7 @@ def get_manager() -> JobManager:
 
 
 def executor_settings() -> dict[str, Any]:
-    """The executor and the machine it computes on: worker processes of this machine (the
+    """The executor and the machine it computes on: a worker process beside this one (the
     default, ``DROPOUT_DEMO_EXECUTOR=process``), threads of this process (``=thread``), or,
     with ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see
     :mod:`.ray_executor`), whose CPUs set the running cap."""

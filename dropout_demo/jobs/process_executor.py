@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training import EpochMetrics
-from .executors import CANCELLED, FAILED, THREAD_PREFIX, Outcome, RunTask, describe, join_all
+from .executors import CANCELLED, FAILED, Outcome, RunTask, RunThreads
 
 log = logging.getLogger("dropout_demo.jobs")
 
@@ -212,7 +212,7 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._worker: Worker | None = None
         self._ids = itertools.count(1)
-        self._followers: set[threading.Thread] = set()
+        self._followers = RunThreads(daemon=True)  # one per run, forwarding its messages
         self._closed = False
 
     def _env(self) -> dict[str, str]:
@@ -245,31 +245,7 @@ class ProcessExecutor:
 
     # ------------------------------------------------------------------ runs
     def start(self, task: RunTask) -> None:
-        thread = threading.Thread(
-            target=self._follow, args=(task,), name=f"{THREAD_PREFIX}{task.name}", daemon=True
-        )
-        with self._lock:
-            self._followers.add(thread)
-        try:
-            thread.start()
-        except RuntimeError as exc:  # the OS refused another thread
-            with self._lock:
-                self._followers.discard(thread)
-            task.on_finish(Outcome(FAILED, describe(exc), None, None))
-
-    def _follow(self, task: RunTask) -> None:
-        outcome = Outcome(FAILED, "the run stopped unexpectedly", None, None)
-        try:
-            outcome = self._run(task)
-        except Exception as exc:
-            log.warning("following run %s failed", task.name, exc_info=True)
-            outcome = Outcome(FAILED, describe(exc), None, None)
-        finally:
-            try:
-                task.on_finish(outcome)
-            finally:
-                with self._lock:
-                    self._followers.discard(threading.current_thread())
+        self._followers.start(task, self._run)
 
     def _run(self, task: RunTask) -> Outcome:
         if task.should_stop():
@@ -346,9 +322,7 @@ class ProcessExecutor:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for the followers (their runs were asked to stop), then end the worker."""
-        with self._lock:
-            followers = list(self._followers)
-        join_all(followers, timeout)
+        self._followers.join(timeout)
         with self._lock:
             self._closed = True
             worker, self._worker = self._worker, None

@@ -46,11 +46,10 @@ from .executors import (
     CANCELLED,
     FAILED,
     RAY_ENV,
-    THREAD_PREFIX,
     Outcome,
     RunTask,
+    RunThreads,
     describe,
-    join_all,
 )
 
 log = logging.getLogger("dropout_demo.jobs")
@@ -451,7 +450,7 @@ class RayExecutor:
         self.registry = registry_handle()
         self.subscriber_prefix = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
+        self._followers = RunThreads(daemon=True)  # one per run, following it
         self.started = 0  # computations this replica started (joined ones not counted)
         self.joined = 0
         if fit_fn is None and data_provider is None:
@@ -461,29 +460,12 @@ class RayExecutor:
             self._warming = [warm.remote(data_dir) for _ in range(total)]
 
     def start(self, task: RunTask) -> None:
-        thread = threading.Thread(
-            target=self._follow_run, args=(task,), name=f"{THREAD_PREFIX}{task.name}", daemon=True
-        )
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        self._followers.start(task, self._follow_run, reason=_ray_reason)
 
-    def _follow_run(self, task: RunTask) -> None:
-        outcome = Outcome(FAILED, "the run stopped unexpectedly", None, None)
-        try:
-            if task.should_stop():
-                outcome = Outcome(CANCELLED, None, None, None)
-            else:
-                outcome = self._run(task)
-        except Exception as exc:
-            log.warning("Ray run %s failed", task.name, exc_info=True)
-            outcome = Outcome(FAILED, _ray_reason(exc), None, None)
-        finally:
-            try:
-                task.on_finish(outcome)
-            finally:
-                with self._lock:
-                    self._threads.discard(threading.current_thread())
+    def _follow_run(self, task: RunTask) -> Outcome:
+        if task.should_stop():
+            return Outcome(CANCELLED, None, None, None)
+        return self._run(task)
 
     def _submit(self, task: RunTask, cid: str) -> Any:
         config = task.config
@@ -579,12 +561,11 @@ class RayExecutor:
         return self._ray.get(self.registry.stats.remote())
 
     def threads(self) -> list[threading.Thread]:
-        with self._lock:
-            return list(self._threads)
+        return self._followers.threads()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Wait for the followers (the caller has asked the runs to stop; each leaves)."""
-        join_all(self.threads(), timeout)
+        self._followers.join(timeout)
 
 
 def _outcome(raw: dict) -> Outcome:

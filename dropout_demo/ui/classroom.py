@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import os
 import threading
 import time
@@ -35,7 +34,7 @@ from ..classes import (
 from ..jobs import JobError, JobSnapshot
 from ..sweeps import BASE_PRESETS, GRID_PRESETS, Cell, CellResult, Grid, aggregate, reading
 from . import state
-from .lab import tick_budget
+from .lab import refresh_share
 from .sweep import (
     BASE_CAPTIONS,
     BASE_LABELS,
@@ -74,7 +73,7 @@ _board_viewers = RecentPollers()
 
 def board_interval(pollers: int) -> float:
     """The board's refresh interval when ``pollers`` pages poll this server in all."""
-    return max(POLL_SECONDS, math.ceil(2 * pollers / tick_budget()) / 2)
+    return max(POLL_SECONDS, refresh_share(pollers))
 
 
 def _board_interval() -> float:

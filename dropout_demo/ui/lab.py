@@ -515,11 +515,17 @@ def tick_budget() -> float:
         return DEFAULT_TICK_BUDGET
 
 
+def refresh_share(pollers: int) -> float:
+    """Seconds between one page's refreshes when ``pollers`` pages share the tick budget,
+    rounded up to half seconds so it rarely changes between ticks."""
+    return math.ceil(2 * pollers / tick_budget()) / 2
+
+
 def poll_interval(snaps: Sequence[JobSnapshot], pollers: int = 1) -> float | None:
     """How often the live panel refreshes: fast while a run trains, slowly while runs only
     wait, never when nothing is active; slower for everyone when ``pollers`` sessions share
     the server's tick budget. Rounded to half seconds so it rarely changes between ticks."""
-    share = math.ceil(2 * pollers / tick_budget()) / 2
+    share = refresh_share(pollers)
     if any(s.status == "running" for s in snaps):
         return max(POLL_SECONDS, share)
     if any(not s.is_terminal for s in snaps):
