@@ -34,3 +34,18 @@ def test_the_board_refreshes_every_two_seconds_alone_and_slower_in_a_class(monke
     assert classroom.board_interval(31) == 3.0  # 31 pages at 12 a second: every 2.6 s, rounded up
     monkeypatch.setenv(lab.TICK_BUDGET_ENV, "31")
     assert classroom.board_interval(31) == classroom.POLL_SECONDS
+
+
+def test_a_class_refreshes_out_of_step_and_a_lone_page_at_its_plain_interval():
+    owners = [f"student-{i}" for i in range(30)]
+    alone = [lab.staggered(3.0, who, pollers=1) for who in owners]
+    assert alone == [3.0] * 30  # nobody to drift away from
+    assert lab.staggered(None, "student-0", pollers=30) is None  # a page that does not poll
+    shared = [lab.staggered(3.0, who, pollers=30) for who in owners]
+    # Each session's own interval, the same on every call, within the stagger's range ...
+    assert shared == [lab.staggered(3.0, who, pollers=30) for who in owners]
+    assert all(3.0 <= s <= 3.0 * (1 + lab.STAGGER) for s in shared)
+    # ... and spread: a class of 30 falls into many different intervals, so pages that start in
+    # the same second drift apart instead of ticking in one burst.
+    assert len(set(shared)) >= lab.STAGGER_STEPS // 2
+    assert max(shared) - min(shared) >= 3.0 * lab.STAGGER / 2

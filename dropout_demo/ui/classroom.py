@@ -34,7 +34,7 @@ from ..classes import (
 from ..jobs import JobError, JobSnapshot
 from ..sweeps import BASE_PRESETS, GRID_PRESETS, Cell, CellResult, Grid, aggregate, reading
 from . import state
-from .lab import refresh_share
+from .lab import refresh_share, staggered
 from .sweep import (
     BASE_CAPTIONS,
     BASE_LABELS,
@@ -76,8 +76,9 @@ def board_interval(pollers: int) -> float:
     return max(POLL_SECONDS, refresh_share(pollers))
 
 
-def _board_interval() -> float:
-    return board_interval(_board_viewers.count() + state.manager().active_owners())
+def _board_interval(owner: str) -> float:
+    pollers = _board_viewers.count() + state.manager().active_owners()
+    return staggered(board_interval(pollers), owner, pollers)
 
 
 CLASS_PATH = "class"  # the board's url path (see app.PAGES)
@@ -438,7 +439,7 @@ def presenter_view(room: ClassRoom, owner: str) -> None:
     left.markdown(f"Join at **{url}** · {room.grid.describe()}")
     right.image(qr_png(url, scale=6), width=180, alt=f"QR code of the join link {url}")
     _board_viewers.seen(f"{owner}:True")
-    st.fragment(run_every=_board_interval())(board_panel)(room.code, owner, True)
+    st.fragment(run_every=_board_interval(owner))(board_panel)(room.code, owner, True)
 
 
 def class_view() -> None:
@@ -491,4 +492,4 @@ def class_view() -> None:
         )
     st.subheader("Class board")
     _board_viewers.seen(f"{owner}:False")
-    st.fragment(run_every=_board_interval())(board_panel)(room.code, owner, False)
+    st.fragment(run_every=_board_interval(owner))(board_panel)(room.code, owner, False)

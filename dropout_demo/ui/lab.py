@@ -10,6 +10,7 @@ import math
 import os
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -37,6 +38,13 @@ POLL_QUEUED_SECONDS = 3.0
 # refresh every 2.5 s) instead of starving the training threads.
 TICK_BUDGET_ENV = "DROPOUT_DEMO_TICKS_PER_SECOND"
 DEFAULT_TICK_BUDGET = 12.0
+# Pages that refresh at one interval stay in step: a class whose pages loaded in the same
+# second (a fresh server) or pressed the button together would tick in bursts of 30 script
+# runs, each waiting for all the others (bench/classroom_load.py measured ticks every 5 s in
+# bursts of 24). Each session stretches its interval by a fraction of its own, fixed by its id,
+# so a class drifts out of step within a few ticks and the ticks spread over the interval.
+STAGGER = 0.2  # the slowest session refreshes this much less often than the fastest
+STAGGER_STEPS = 10
 TEST_PRESETS_ENV = "DROPOUT_DEMO_TEST_PRESETS"  # "1": offer the seconds-long "Tiny (test)" preset
 SEED, OVERFIT, TINY, CUSTOM = "Seed recipe", "Overfitting lab", "Tiny (test)", "Custom"
 PRESET_CAPTIONS = {
@@ -521,6 +529,15 @@ def refresh_share(pollers: int) -> float:
     return math.ceil(2 * pollers / tick_budget()) / 2
 
 
+def staggered(interval: float | None, who: str, pollers: int) -> float | None:
+    """``interval`` stretched by ``who``'s own fraction of :data:`STAGGER` (one of
+    :data:`STAGGER_STEPS`, the same on every call), when more than one page polls."""
+    if interval is None or pollers <= 1:
+        return interval
+    step = zlib.crc32(who.encode()) % STAGGER_STEPS
+    return round(interval * (1 + STAGGER * step / STAGGER_STEPS), 2)
+
+
 def poll_interval(snaps: Sequence[JobSnapshot], pollers: int = 1) -> float | None:
     """How often the live panel refreshes: fast while a run trains, slowly while runs only
     wait, never when nothing is active; slower for everyone when ``pollers`` sessions share
@@ -533,8 +550,9 @@ def poll_interval(snaps: Sequence[JobSnapshot], pollers: int = 1) -> float | Non
     return None
 
 
-def _poll_interval(snaps: Sequence[JobSnapshot]) -> float | None:
-    return poll_interval(snaps, state.manager().active_owners())
+def _poll_interval(snaps: Sequence[JobSnapshot], owner: str) -> float | None:
+    pollers = state.manager().active_owners()
+    return staggered(poll_interval(snaps, pollers), owner, pollers)
 
 
 def live_panel(
@@ -546,7 +564,7 @@ def live_panel(
     started = time.perf_counter()
     state.touch(owner)  # an open page keeps its lease
     snaps = state.manager().snapshot(owner, group="lab")
-    if interval is not None and _poll_interval(snaps) is None:
+    if interval is not None and _poll_interval(snaps, owner) is None:
         # Everything finished since the page was drawn: redraw the page once, without polling.
         st.rerun(scope="app")
     if waiting and any(s.status == "running" for s in snaps):
@@ -652,7 +670,7 @@ def lab_view() -> None:
 
     # Decide once per page run how often the live panel polls; never when nothing is active.
     snaps = manager.snapshot(owner, group="lab")
-    interval = _poll_interval(snaps)
+    interval = _poll_interval(snaps, owner)
     waiting = interval is not None and not any(s.status == "running" for s in snaps)
     actions = _actions_signature(snaps)
     st.fragment(run_every=interval)(live_panel)(owner, interval, waiting, actions)
