@@ -626,7 +626,12 @@ async def settle_threads(sampler: ProcSampler, target: int, limit: float) -> flo
 
 
 async def run_phase(
-    label: str, ps: list[float], args, work: Path, env_extra: dict[str, str] | None = None
+    label: str,
+    ps: list[float],
+    args,
+    work: Path,
+    env_extra: dict[str, str] | None = None,
+    app_dir: Path | None = None,
 ) -> Phase:
     extra = list(args.extra_flag or [])
     env_extra = {**(args.ray_env or {}), **(env_extra or {})}
@@ -635,7 +640,9 @@ async def run_phase(
         # threads and health are the first replica's.
         servers = [
             stack.enter_context(
-                app_server(args.app_dir, work, extra, env_extra=env_extra, name=f"server{r}")
+                app_server(
+                    app_dir or args.app_dir, work, extra, env_extra=env_extra, name=f"server{r}"
+                )
             )
             for r in range(args.replicas)
         ]
@@ -814,6 +821,14 @@ def main() -> None:
         help="start a Ray head (`ray start --head --block`, stopped by its PID) and run every "
         "server with DROPOUT_DEMO_RAY=its address (replicas then share computations)",
     )
+    parser.add_argument(
+        "--also-app-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="run the class once more on the app in DIR (e.g. a `git worktree` of an earlier "
+        "commit), as another column: code A/B in one invocation",
+    )
     parser.add_argument("--no-lone", action="store_true", help="skip the lone student")
     parser.add_argument("--app-dir", type=Path, default=REPO, help="where app.py is")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -841,18 +856,21 @@ def main() -> None:
         if args.ray_head:
             args.ray_env = st.enter_context(ray_head(Path(tmp)))
             print(f"Ray head at {args.ray_env['DROPOUT_DEMO_RAY']}", flush=True)
-        plan: list[tuple[str, list[float], dict[str, str] | None]] = []
+        plan: list[tuple[str, list[float], dict[str, str] | None, Path | None]] = []
         if not args.no_lone:
-            plan.append(("lone student", [lone_p], None))
-        plan.append((f"class of {args.students}", class_ps, None))
+            plan.append(("lone student", [lone_p], None, None))
+        plan.append((f"class of {args.students}", class_ps, None, None))
         for env in variants:
             ((name, value),) = env.items()
-            plan.append((f"class, {name.removeprefix('DROPOUT_DEMO_')}={value}", class_ps, env))
+            label = f"class, {name.removeprefix('DROPOUT_DEMO_')}={value}"
+            plan.append((label, class_ps, env, None))
+        for app_dir in args.also_app_dir or []:
+            plan.append((f"class, app in {app_dir.name}", class_ps, None, app_dir.resolve()))
         try:
-            for i, (label, ps, env) in enumerate(plan):
+            for i, (label, ps, env, app_dir) in enumerate(plan):
                 print(f"{label}: starting a fresh server ...", flush=True)
                 work = Path(tmp, f"phase{i}")
-                phases.append(asyncio.run(run_phase(label, ps, args, work, env)))
+                phases.append(asyncio.run(run_phase(label, ps, args, work, env, app_dir)))
                 if args.keep_logs:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
                     for r in range(args.replicas):

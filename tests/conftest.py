@@ -19,6 +19,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # and tests/test_process_executor.py set the variables themselves to check the niceness.
 os.environ["DROPOUT_DEMO_TRAIN_NICE"] = "0"
 os.environ["DROPOUT_DEMO_WORKER_NICE"] = "0"
+# The app sessions of AppTest run app.py in this process with a job manager of their own, which
+# never uses the worker that app.py would start with the first page (the browser tests' servers
+# start it: tests/test_browser.py's app_env removes this).
+os.environ["DROPOUT_DEMO_EARLY_WORKER"] = "0"
 
 
 def require_or_skip(reason: str) -> None:

@@ -133,6 +133,7 @@ def streamlit_server(env: dict[str, str], log_path: Path, timeout: float = 120.0
 
 def app_env(runs_dir: Path, data_dir: Path | None, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("DROPOUT_DEMO_EARLY_WORKER", None)  # a real server starts its worker early
     env.update(
         DROPOUT_DEMO_TEST_PRESETS="1",
         DROPOUT_DEMO_RUNS=str(runs_dir),

@@ -372,3 +372,65 @@ def test_the_executor_setting(monkeypatch):
         assert settings["cores"] == manager_module.available_cores()
     finally:
         settings["executor"].shutdown(timeout=WAIT)
+
+
+# ---------------------------------------------------------------------------- early start
+@pytest.fixture
+def early(fake_dir, monkeypatch):
+    """worker_start with the fakes as the default worker, its early worker forgotten after."""
+    from dropout_demo import worker_start
+
+    monkeypatch.setattr(worker_start, "FIT", FAKE_FIT)
+    monkeypatch.setattr(worker_start, "DATA", FAKE_DATA)
+    monkeypatch.setattr(worker_start, "WARM_UP", None)
+    monkeypatch.delenv(worker_start.EARLY_ENV, raising=False)
+    monkeypatch.delenv(worker_start.EXECUTOR_ENV, raising=False)
+    monkeypatch.delenv(worker_start.RAY_ENV, raising=False)
+    worker_start.forget_early()
+    yield worker_start
+    worker_start.forget_early()
+
+
+def test_the_worker_started_with_the_first_page_is_the_one_that_trains(early, executors, fake_dir):
+    assert early.start_early()
+    assert not early.start_early()  # once per process: later pages start nothing
+    spawned_pid = early._early.proc.pid
+    executor = executors()
+    recorder = Recorder(seed=0)
+    executor.start(recorder.task())
+    assert recorder.wait().status == DONE
+    assert started(fake_dir, 0)[0] == spawned_pid  # adopted, not a second worker
+    assert executor.worker_pids() == [spawned_pid]
+    assert early._early is None
+
+
+def test_an_early_worker_started_with_other_settings_is_ended_and_a_fitting_one_started(
+    early, executors, fake_dir, monkeypatch
+):
+    assert early.start_early()
+    spawned = early._early.proc
+    monkeypatch.setenv("DROPOUT_DEMO_FAKE_CHANGED", "1")  # the environment moved on since
+    executor = executors()
+    recorder = Recorder(seed=0)
+    executor.start(recorder.task())
+    assert recorder.wait().status == DONE
+    assert spawned.wait(WAIT) is not None  # the early worker was ended, not used
+    assert early._early is None
+    assert started(fake_dir, 0)[0] == executor.worker_pids()[0] != spawned.pid
+
+
+def test_no_early_worker_for_the_thread_or_ray_executor_or_when_turned_off(early, monkeypatch):
+    for name, value in [
+        (early.EXECUTOR_ENV, "thread"),
+        (early.RAY_ENV, "auto"),
+        (early.EARLY_ENV, "0"),
+        (early.EXECUTOR_ENV, "bogus"),  # the job manager says what is wrong, not the page
+    ]:
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            early.forget_early()
+            assert not early.start_early()
+            assert early._early is None
+    with pytest.raises(ValueError, match="use process or thread"):
+        monkeypatch.setenv(early.EXECUTOR_ENV, "bogus")
+        early.executor_kind()

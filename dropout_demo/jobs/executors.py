@@ -29,10 +29,6 @@ THREAD_PREFIX = "dropout-job-"
 # benchmark measured niced training as slower for everyone (runs and first points, two
 # invocations) and it starves on a host that other processes keep busy.
 NICE_ENV = "DROPOUT_DEMO_TRAIN_NICE"
-# Set (local, auto or a cluster's address): runs execute on Ray (.ray_executor, imported only then)
-RAY_ENV = "DROPOUT_DEMO_RAY"
-# "process" (worker processes of this machine, .process_executor) or "thread" (this process)
-EXECUTOR_ENV = "DROPOUT_DEMO_EXECUTOR"
 DEFAULT_NICE = 0
 
 

@@ -23,9 +23,10 @@ from ..config import TrainConfig
 from ..data import get_mnist
 from ..model import SimpleCNN
 from ..training import EpochMetrics, FitResult, evaluated_images, fit
+from ..worker_start import RAY_ENV, executor_kind
 from . import admission
 from .admission import JobError, Limits
-from .executors import EXECUTOR_ENV, RAY_ENV, Executor, Outcome, RunTask, ThreadExecutor
+from .executors import Executor, Outcome, RunTask, ThreadExecutor
 from .identity import run_key
 from .leases import Leases
 from .registry import (
@@ -593,7 +594,6 @@ class JobManager:
             self._registry.prune_owner(owner)
 
 
-DEFAULT_EXECUTOR = "process"  # when neither DROPOUT_DEMO_EXECUTOR nor DROPOUT_DEMO_RAY is set
 _manager: JobManager | None = None
 _manager_lock = threading.Lock()
 
@@ -618,13 +618,14 @@ def executor_settings() -> dict[str, Any]:
     default, ``DROPOUT_DEMO_EXECUTOR=process``), threads of this process (``=thread``), or,
     with ``DROPOUT_DEMO_RAY`` set, a Ray cluster (imported only then; see
     :mod:`.ray_executor`), whose CPUs set the running cap."""
+    try:
+        kind = executor_kind()
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
     address = os.environ.get(RAY_ENV, "").strip()
-    if not address:
-        kind = os.environ.get(EXECUTOR_ENV, "").strip().lower() or DEFAULT_EXECUTOR
+    if kind != "ray":
         if kind == "thread":
             return {}
-        if kind != "process":
-            raise RuntimeError(f"{EXECUTOR_ENV}={kind!r}: use process or thread")
         from .process_executor import ProcessExecutor
 
         executor = ProcessExecutor()

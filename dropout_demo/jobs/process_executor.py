@@ -33,26 +33,20 @@ import os
 import pickle
 import queue
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from ..training import EpochMetrics
+from ..worker_start import DATA, FIT, WARM_UP, Spawned, adopt, send, spawn, worker_env
 from .executors import CANCELLED, FAILED, Outcome, RunTask, RunThreads
 
 log = logging.getLogger("dropout_demo.jobs")
 
-FIT = "dropout_demo.training:fit"
-DATA = "dropout_demo.data:get_mnist"
-WARM_UP = "dropout_demo.training:probe_default_device"  # after the data, before the first run
 POLL = 0.05  # s between a follower's looks at its run's stop and hold
 STOP_GRACE = 30.0  # s a stopping worker gets to end between batches before it is killed
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # CPU priority the worker process gives up (Linux nice, the whole process): the server's page
 # threads go first, training takes the rest. Unlike niced threads in the server's process,
 # a niced worker holds no lock the pages need (the server's GIL), so nothing waits on it.
@@ -65,10 +59,6 @@ def worker_nice() -> int:
         return min(19, max(0, int(os.environ.get(WORKER_NICE_ENV, DEFAULT_WORKER_NICE))))
     except ValueError:
         return DEFAULT_WORKER_NICE
-
-
-def send(conn: Connection, message: tuple) -> None:
-    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def receive(conn: Connection) -> tuple:
@@ -103,28 +93,14 @@ class Worker:
     """The parent's side of one worker process: its socket, and a reader thread that routes
     each message to the queue of the run it is about."""
 
-    def __init__(self, fit: str, data: str, warm_up: str | None, env: dict[str, str]):
-        parent, child = socket.socketpair()
-        self.conn = Connection(os.dup(parent.fileno()))
-        parent.close()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dropout_demo.jobs.process_worker", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        except BaseException:
-            self.conn.close()
-            raise
-        finally:
-            child.close()
-        self.started = time.monotonic()
+    def __init__(self, spawned: Spawned):
+        self.proc = spawned.proc
+        self.conn = spawned.conn
+        self.started = spawned.started
         self.ready = threading.Event()  # set by ``ready``, or when the worker died
         self.dead: str | None = None  # why it ended, once it has
         self._lock = threading.Lock()
         self._routes: dict[int, queue.Queue] = {}
-        self.post(("init", fit, data, warm_up))
         threading.Thread(target=self._read, name="dropout-worker-reader", daemon=True).start()
 
     @property
@@ -215,20 +191,18 @@ class ProcessExecutor:
         self._followers = RunThreads(daemon=True)  # one per run, forwarding its messages
         self._closed = False
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + path if path else "")
-        return env
-
     def worker(self) -> Worker:
         """The live worker, started now if there is none."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor is shut down")
             if self._worker is None or self._worker.dead is not None:
-                self._worker = Worker(self._fit, self._data, self._warm_up, self._env())
-                log.info("training worker started: pid %d", self._worker.pid)
+                what, env = (self._fit, self._data, self._warm_up), worker_env()
+                spawned = adopt(*what, env)  # the one app.py started with the first page
+                if spawned is None:
+                    spawned = spawn(*what, env)
+                    log.info("training worker started: pid %d", spawned.proc.pid)
+                self._worker = Worker(spawned)
             return self._worker
 
     def warm(self) -> None:

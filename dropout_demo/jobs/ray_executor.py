@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from ..training import EpochMetrics
+from ..worker_start import RAY_ENV
 from .executors import (
     CANCELLED,
     FAILED,
-    RAY_ENV,
     Outcome,
     RunTask,
     RunThreads,
