@@ -192,6 +192,13 @@ class ProcSampler:
             rss += int(statm[1]) * self._page_mb
         return cpu, rss, threads
 
+    def own_rss(self) -> float:
+        """RSS MB of the process itself, without its children (e.g. a training worker)."""
+        try:
+            return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * self._page_mb
+        except OSError:
+            return 0.0
+
     def _run(self) -> None:
         last_cpu, last_t = self.read()[0], time.monotonic()
         while not self._stop.wait(self.every):

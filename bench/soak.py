@@ -25,8 +25,9 @@ stopped while still queued never trains, so "runs trained" (from the server log,
 classroom_load) is below the number of Start clicks. At the end each session stops and
 removes its current run, then closes its page.
 
-Printed: RSS, threads, server CPU, fragment tick latency (request -> that run's
-``script_finished``) and runs trained at 1, 2, 5, 10, ... minutes and at the end; then
+Printed: RSS (the server with its training worker, and each alone), threads, server CPU,
+fragment tick latency (request -> that run's ``script_finished``) and runs trained at 1, 2,
+5, 10, ... minutes and at the end; then
 everyone leaves, and after the server settles (threads back to the idle count, at most
 ``--settle`` s: a left session's runs are stopped after the app's grace period) the RSS and
 thread count again. The line to read: RSS at the end vs at 5 minutes.
@@ -173,6 +174,7 @@ async def session(url: str, log: SessionLog, args, deadline: float) -> None:
 class Mark:
     minute: float
     rss_mb: float
+    server_rss_mb: float  # the server process alone; rss_mb - this: its training worker
     threads: int
     cpu_mean: float
     ticks: list[float]
@@ -199,7 +201,7 @@ async def soak(args, work: Path) -> None:
         minutes = sorted({m for m in MARKS_MIN if m < args.minutes} | {args.minutes})
         last = t0
         print(
-            f"{'min':>5} {'RSS MB':>8} {'threads':>8} {'CPU %':>6} "
+            f"{'min':>5} {'RSS MB':>8} {'server':>7} {'worker':>7} {'threads':>8} {'CPU %':>6} "
             f"{'tick ms med / p90':>18} {'ticks':>6} {'trained':>7} {'polling':>8}",
             flush=True,
         )
@@ -207,6 +209,7 @@ async def soak(args, work: Path) -> None:
             await asyncio.sleep(max(0.0, t0 + minute * 60 - time.monotonic()))
             now = time.monotonic()
             _, rss, threads = sampler.read()
+            own = sampler.own_rss()
             window = sampler.window(last, now)
             ticks = [
                 t.latency * 1e3
@@ -220,6 +223,7 @@ async def soak(args, work: Path) -> None:
             mark = Mark(
                 minute,
                 rss,
+                own,
                 threads,
                 statistics.fmean(s.cpu for s in window) if window else 0.0,
                 ticks,
@@ -229,7 +233,8 @@ async def soak(args, work: Path) -> None:
             marks.append(mark)
             last = now
             print(
-                f"{minute:5g} {rss:8.0f} {threads:8d} {mark.cpu_mean:6.0f} "
+                f"{minute:5g} {rss:8.0f} {own:7.0f} {rss - own:7.0f} {threads:8d} "
+                f"{mark.cpu_mean:6.0f} "
                 f"{med_p90(ticks, fmt='{:.0f}'):>18} {len(ticks):6d} {mark.runs_trained:7d} "
                 f"{polling:5d}/{len(logs)}",
                 flush=True,
@@ -252,7 +257,10 @@ async def soak(args, work: Path) -> None:
     )
     print(
         f"RSS at {end.minute:g} min vs at {ref.minute:g} min: {end.rss_mb - ref.rss_mb:+.0f} MB "
-        f"({(end.rss_mb / ref.rss_mb - 1) * 100:+.1f}%)"
+        f"({(end.rss_mb / ref.rss_mb - 1) * 100:+.1f}%); the server alone "
+        f"{end.server_rss_mb - ref.server_rss_mb:+.0f} MB "
+        f"({(end.server_rss_mb / max(ref.server_rss_mb, 1e-9) - 1) * 100:+.1f}%), "
+        f"its worker {(end.rss_mb - end.server_rss_mb) - (ref.rss_mb - ref.server_rss_mb):+.0f} MB"
     )
     print(
         f"Start clicks {sum(log.runs_started for log in logs)}, runs done "
