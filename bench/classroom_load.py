@@ -2,7 +2,12 @@
 
     DROPOUT_DEMO_DATA=../shared/mnist .venv/bin/python bench/classroom_load.py \\
         [--students 30] [--action compare|start] [--preset "Overfitting lab"] [--p 0.5|spread] \\
-        [--stagger 0.2] [--timeout 600] [--extra-flag=--runner.postScriptGC=false] [--json OUT]
+        [--stagger 0.2] [--timeout 600] [--extra-flag=--runner.postScriptGC=false] [--json OUT] \\
+        [--also-env NAME=VALUE] [--also-app-dir DIR]
+
+``--also-env`` and ``--also-app-dir`` add a column each: the class once more on a server with
+that setting, or on the app in DIR (a ``git worktree`` of an earlier commit), so that an A/B
+is read within one invocation on this shared machine.
 
 Figures, not a test: it asserts nothing and prints one table. Each student is a
 ``bench/st_client.py`` session: Streamlit's own websocket protocol and protobufs, with the
