@@ -151,10 +151,8 @@ def adopt(fit: str, data: str, warm_up: str | None, env: dict[str, str]) -> Spaw
         spawned, _early = _early, None
     if spawned is None:
         return None
-    if spawned.init != ("init", fit, data, warm_up) or spawned.env != env:
-        spawned.discard()
-        return None
-    if spawned.proc.poll() is not None:
+    fits = spawned.init == ("init", fit, data, warm_up) and spawned.env == env
+    if not fits or spawned.proc.poll() is not None:
         spawned.discard()
         return None
     return spawned

@@ -431,6 +431,6 @@ def test_no_early_worker_for_the_thread_or_ray_executor_or_when_turned_off(early
             early.forget_early()
             assert not early.start_early()
             assert early._early is None
+    monkeypatch.setenv(early.EXECUTOR_ENV, "bogus")
     with pytest.raises(ValueError, match="use process or thread"):
-        monkeypatch.setenv(early.EXECUTOR_ENV, "bogus")
         early.executor_kind()

@@ -622,15 +622,15 @@ def executor_settings() -> dict[str, Any]:
         kind = executor_kind()
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
-    address = os.environ.get(RAY_ENV, "").strip()
-    if kind != "ray":
-        if kind == "thread":
-            return {}
+    if kind == "thread":
+        return {}
+    if kind == "process":
         from .process_executor import ProcessExecutor
 
         executor = ProcessExecutor()
         executor.warm()
         return {"executor": executor, "cores": available_cores()}
+    address = os.environ.get(RAY_ENV, "").strip()
     from ..data import resolve_data_dir
     from .ray_executor import RayExecutor, cluster_cpus
 
