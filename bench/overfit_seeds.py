@@ -3,7 +3,7 @@
     python bench/overfit_seeds.py [--seeds 0-9] [--data-dir DIR]
 
 For each seed, p = 0 and p = 0.5 with the Overfitting lab's defaults (1,000 training images,
-30 epochs, per-epoch test metrics on the fixed 2,000-image subset, all 10,000 test images
+30 epochs, per-epoch test metrics on the fixed 1,000-image subset, all 10,000 test images
 after the last epoch). Prints per seed the final test loss and accuracy (full test set) of
 both, whether p = 0.5 won, and how far the last per-epoch subset value (epoch 29) sits from the
 full-set value (epoch 30) of the same run, and the subset's own error (the final model on the

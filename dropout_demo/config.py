@@ -120,8 +120,10 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The seed tutorial as written: full MNIST, 5 epochs, p = 0.5 (about 99.1% test accuracy).
     "Seed recipe": TrainConfig(),
-    # Small training set, trained long: p = 0 overfits visibly, p = 0.5 keeps improving.
-    "Overfitting lab": TrainConfig(train_size=1_000, epochs=30),
+    # Small training set, trained long: p = 0 overfits visibly, p = 0.5 keeps improving. Its
+    # per-epoch curve points use a 1,000-image subset of the test set: 29 evaluations of 2,000
+    # cost a third of the run (bench/train_speed.py), and the class grid runs 30 of them.
+    "Overfitting lab": TrainConfig(train_size=1_000, epochs=30, epoch_eval_size=1_000),
     # Seconds-long run used by the browser test and for quick demos on slow machines.
     "Tiny (test)": TrainConfig(train_size=256, epochs=3, eval_size=1_000),
     # The Draw page's default model (dropout_demo.starter): all of MNIST once, half of every

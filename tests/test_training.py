@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dropout_demo import training
-from dropout_demo.config import TrainConfig
+from dropout_demo.config import PRESETS, TrainConfig
 from dropout_demo.data import normalize, subset
 from dropout_demo.model import SimpleCNN
 from dropout_demo.training import (
@@ -164,6 +164,7 @@ def test_epochs_evaluate_a_fixed_subset_the_last_epoch_everything(mnist, monkeyp
 
 def test_evaluated_images_counts_the_subset_and_the_final_evaluation():
     assert evaluated_images(TrainConfig(epochs=30, train_size=1_000)) == 29 * 2_000 + 10_000
+    assert evaluated_images(PRESETS["Overfitting lab"]) == 29 * 1_000 + 10_000
     assert evaluated_images(TrainConfig(epochs=1)) == 10_000
     # a subset never larger than the evaluation set
     assert evaluated_images(TrainConfig(epochs=3, eval_size=500)) == 3 * 500
@@ -360,3 +361,12 @@ def test_mixed_precision_run_learns_like_fp32_and_is_deterministic(mnist):
     # bfloat16 arithmetic changes the path a little, not where training gets to
     assert abs(a.metrics[-1].test_acc - full.metrics[-1].test_acc) < 0.03
     assert all(p.dtype == torch.float32 for p in a.model.parameters())
+
+
+def test_a_smaller_epoch_subset_is_the_start_of_a_larger_one(mnist):
+    """The Overfitting lab's 1,000 per-epoch images are the first half of the default 2,000."""
+    x, y = normalize(mnist.test_images), mnist.test_labels
+    small = training.epoch_eval_subset(x, y, TrainConfig(epoch_eval_size=1_000))
+    large = training.epoch_eval_subset(x, y, TrainConfig(epoch_eval_size=2_000))
+    assert len(small[0]) == 1_000 and len(large[0]) == 2_000
+    assert torch.equal(small[0], large[0][:1_000]) and torch.equal(small[1], large[1][:1_000])
