@@ -437,6 +437,24 @@ class Tensors:
     y_test: torch.Tensor
 
 
+ONE_CYCLE_WARMUP = 0.15  # share of a one-cycle run's batches spent rising to the peak lr
+ONE_CYCLE_START = 1 / 25  # where the rise starts, as a share of the peak
+
+
+def scheduled_lr(config: TrainConfig, step: int, steps: int) -> float:
+    """The learning rate of batch ``step`` (0-based) of ``steps`` under ``config.lr_schedule``:
+    ``config.lr`` throughout ("constant"), or "one-cycle": a linear rise from lr/25 to lr over
+    the first 15% of the batches, then a cosine down to 0 at the last batch."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    frac = min(max(step / max(steps - 1, 1), 0.0), 1.0)
+    if frac < ONE_CYCLE_WARMUP:
+        rise = frac / ONE_CYCLE_WARMUP
+        return config.lr * (ONE_CYCLE_START + (1 - ONE_CYCLE_START) * rise)
+    fall = (frac - ONE_CYCLE_WARMUP) / (1 - ONE_CYCLE_WARMUP)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * fall))
+
+
 def epoch_eval_images(config: TrainConfig) -> int:
     """Test images evaluated after each epoch but the last (a subset of the evaluation set)."""
     return min(config.epoch_eval_size, config.eval_size)
@@ -529,6 +547,7 @@ def fit(
     batches = math.ceil(n / bs)
     # Reading the loss back waits for the device; on a GPU do it every few batches only.
     check_every = 1 if device.type == "cpu" else 50
+    scheduled, total_steps = config.lr_schedule != "constant", config.epochs * batches
     started = time.perf_counter()
     metrics: list[EpochMetrics] = []
 
@@ -563,6 +582,9 @@ def fit(
             loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduled:
+                for group in optimizer.param_groups:
+                    group["lr"] = scheduled_lr(config, (epoch - 1) * batches + b, total_steps)
             optimizer.step()
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == yb).sum()

@@ -14,7 +14,7 @@ import torch
 from ..config import TrainConfig
 from ..training import TRAINING_VERSION, resolve_device, resolve_precision
 
-KEYED_WHEN_SET = {"augment": "none"}
+KEYED_WHEN_SET = {"augment": "none", "lr_schedule": "constant"}
 
 
 def resolved(config: TrainConfig) -> dict[str, object]:

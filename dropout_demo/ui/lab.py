@@ -274,7 +274,7 @@ def _status(s: JobSnapshot) -> str:
 
 def _details(s: JobSnapshot) -> str:
     c = s.config
-    parts = [f"lr {c.lr:g}", f"batch {c.batch_size}", f"seed {c.seed}"]
+    parts = [c.lr_label(), f"batch {c.batch_size}", f"seed {c.seed}"]
     if s.precision:
         parts.append(s.precision)
     return " · ".join(parts)
@@ -656,7 +656,7 @@ def lab_view() -> None:
         )
         if config is not None:
             info.caption(
-                f"Next run: {config.label()} · lr {config.lr:g} · batch {config.batch_size}"
+                f"Next run: {config.label()} · {config.lr_label()} · batch {config.batch_size}"
             )
 
     if config is not None and start:
