@@ -336,6 +336,29 @@ def plain_figure(spec: dict[str, Any]) -> go.Figure:
     return go.Figure(spec, _validate=False)
 
 
+class FrozenFigure(go.Figure):
+    """A figure that is not changed after it is built, whose ``to_dict()`` is computed once.
+
+    ``st.plotly_chart`` calls ``to_dict()`` on every script run, and plotly deep-copies the
+    whole figure each time: on a class board thirty pages redraw the same cached charts every
+    few seconds, and those copies were a quarter of the server's time for the board
+    (``py-spy`` of ``bench/class_grid.py``). ``to_dict()`` returns one shared dict: callers
+    must not change it (copy it first, as ``sweep_charts.for_projector`` does)."""
+
+    def __init__(self, fig: go.Figure):
+        spec = fig.to_dict()
+        super().__init__(spec, _validate=False)
+        self._frozen_dict = spec  # as ``fig`` serialises (its template included)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._frozen_dict
+
+
+def frozen(fig: go.Figure) -> FrozenFigure:
+    """``fig`` as a :class:`FrozenFigure` (for figures cached and drawn many times)."""
+    return fig if isinstance(fig, FrozenFigure) else FrozenFigure(fig)
+
+
 def _trace(
     run: Series, name: str, ys: list[float], dash: str, fmt: str, whole: set[int] = frozenset()
 ) -> dict[str, Any]:

@@ -366,7 +366,7 @@ def for_projector(fig: go.Figure | dict, height: int) -> go.Figure:
     large titles, ticks and legend (set per element: a chart theme's template would override a
     plain ``layout.font``). A figure, not a dict: ``st.plotly_chart`` refuses a dict without
     traces (a board before its first finished cell)."""
-    d = fig.to_dict() if isinstance(fig, go.Figure) else copy.deepcopy(fig)
+    d = copy.deepcopy(fig.to_dict() if isinstance(fig, go.Figure) else fig)  # never the cache's
     layout = d.setdefault("layout", {})
     layout["height"] = height
     layout.setdefault("title", {})["font"] = {"size": 28}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -472,3 +473,20 @@ def test_plain_figure_skips_the_value_checks_that_go_figure_does():
     with pytest.raises(ValueError):
         go.Figure(bad)
     assert charts.plain_figure(bad).to_dict()["data"][0]["opacity"] == 5  # hence the test above
+
+
+def test_a_frozen_figure_serialises_as_built_and_is_not_changed_by_the_projector_view():
+    from dropout_demo import sweep_charts
+    from dropout_demo.charts import FrozenFigure, frozen
+
+    fig = sweep_charts.guesses_figure(["p = 0", "p = 0.5"], {"p = 0.5": 3}, answer="p = 0.5")
+    ice = frozen(fig)
+    assert isinstance(ice, FrozenFigure) and frozen(ice) is ice
+    assert ice.to_dict() is ice.to_dict()  # computed once
+    assert ice.to_dict() == fig.to_dict()
+    # what st.plotly_chart sends: the figure's to_dict(), as JSON
+    assert pio.to_json(ice.to_dict(), validate=False) == pio.to_json(fig.to_dict(), validate=False)
+    before = copy.deepcopy(ice.to_dict())
+    big = sweep_charts.for_projector(ice, 420)
+    assert big.layout.height == 420
+    assert ice.to_dict() == before  # the shared dict is left as it was

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from .. import sweep_charts
+from ..charts import FrozenFigure, frozen
 from ..classes import (
     DEFAULT_QUESTION,
     ClassError,
@@ -40,6 +41,7 @@ from .sweep import (
     BASE_LABELS,
     TEST_PRESETS_ENV,
     cell_table,
+    content_of,
     grid_charts,
     results_of,
 )
@@ -182,12 +184,47 @@ def favoured_choice(
 ) -> str | None:
     """The choice naming the p with the lowest mean final test loss so far (p grids whose
     question offers p's as ``p = 0.5``), else None."""
-    points = aggregate(cells, results)
-    if room.grid.sizes or not points:
+    if room.grid.sizes:
         return None
-    best = min(points, key=lambda pt: (pt["final_test_loss"].mean, pt.p))
-    label = f"p = {best.p:g}"
+    best = _lowest_p(tuple(cells), content_of(results))
+    if best is None:
+        return None
+    label = f"p = {best:g}"
     return label if label in room.choices else None
+
+
+# Every page on a class board redraws it every few seconds, and thirty pages draw the same
+# results: what follows from the results alone is computed once per change of them.
+@functools.lru_cache(maxsize=256)
+def _lowest_p(cells: tuple[Cell, ...], content: tuple) -> float | None:
+    points = aggregate(cells, dict(content))
+    if not points:
+        return None
+    return min(points, key=lambda pt: (pt["final_test_loss"].mean, pt.p)).p
+
+
+@functools.lru_cache(maxsize=256)
+def _reading(cells: tuple[Cell, ...], content: tuple) -> str:
+    return reading(cells, dict(content))
+
+
+@functools.lru_cache(maxsize=256)
+def _table(cells: tuple[Cell, ...], content: tuple, statuses: tuple):
+    return cell_table(cells, dict(content), dict(statuses))
+
+
+@functools.lru_cache(maxsize=256)
+def _guesses_figure(
+    choices: tuple[str, ...], counts: tuple, answer: str | None, present: bool
+) -> FrozenFigure:
+    fig = sweep_charts.guesses_figure(
+        choices,
+        dict(counts),
+        answer=answer,
+        title=f"The class's guesses ({sum(n for _, n in counts)})",
+        height=380 if present else 280,
+    )
+    return frozen(sweep_charts.for_projector(fig, 420) if present else fig)
 
 
 # ---------------------------------------------------------------------------- actions
@@ -377,23 +414,17 @@ def board_panel(code: str, owner: str, present: bool) -> None:
         len(results) / len(cells),
         text=f"{len(results)} of {len(cells)} runs finished · {running} claimed or running",
     )
-    line = reading(cells, results)
+    line = _reading(tuple(cells), content_of(results))
     if room.question:
         left, right = st.columns([3, 2])
         left.info(line, icon=":material/insights:")
         favoured = favoured_choice(room, cells, results)
         with right:
             st.markdown(f"**{room.question}**")
-            fig = sweep_charts.guesses_figure(
-                room.choices,
-                room.guess_counts(),
-                answer=favoured,
-                title=f"The class's guesses ({sum(room.guess_counts().values())})",
-                height=380 if present else 280,
-            )
-            if present:
-                fig = sweep_charts.for_projector(fig, 420)
             counts = room.guess_counts()
+            fig = _guesses_figure(
+                tuple(room.choices), tuple(sorted(counts.items())), favoured, present
+            )
             st.plotly_chart(
                 fig,
                 key="class_guesses",
@@ -410,7 +441,8 @@ def board_panel(code: str, owner: str, present: bool) -> None:
     grid_charts(cells, results, "class", height=460 if present else None)
     if not present:
         with st.expander("Cells (final test loss of each finished run)"):
-            st.dataframe(cell_table(cells, results, statuses), key="class_cells")
+            table = _table(tuple(cells), content_of(results), tuple(sorted(statuses.items())))
+            st.dataframe(table, key="class_cells")
         left, right = st.columns(2)
         left.download_button(
             "Download the class's grid (CSV)",

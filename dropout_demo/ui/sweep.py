@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from .. import sweep_charts
+from ..charts import frozen
 from ..classes import cell_key, cell_results
 from ..config import ConfigError
 from ..jobs import JobError, JobSnapshot
@@ -142,7 +143,8 @@ def cell_table(
 @functools.lru_cache(maxsize=256)
 def _figures(cells: tuple[Cell, ...], content: tuple) -> dict[str, Any]:
     results = {i: r for i, r in content}
-    return sweep_charts.figures_for(cells, results)
+    # drawn on every tick of every page showing this grid: plotly's to_dict() once, not per tick
+    return {name: frozen(fig) for name, fig in sweep_charts.figures_for(cells, results).items()}
 
 
 @functools.lru_cache(maxsize=256)
@@ -151,7 +153,7 @@ def _summaries(cells: tuple[Cell, ...], content: tuple) -> dict[str, str]:
     return sweep_charts.summaries_for(cells, results)
 
 
-def _content(results: Mapping[int, CellResult]) -> tuple:
+def content_of(results: Mapping[int, CellResult]) -> tuple:
     # CellResults hold per-epoch metrics; two results with equal numbers draw the same.
     return tuple(
         (
@@ -166,7 +168,7 @@ def grid_charts(
     cells: Sequence[Cell], results: Mapping[int, CellResult], key: str, height: int | None = None
 ) -> None:
     """The sweep charts (built once per new result, for every session showing them)."""
-    content = _content(results)
+    content = content_of(results)
     figs = _figures(tuple(cells), content)
     texts = _summaries(tuple(cells), content)  # each chart's numbers, for screen readers
     names = list(figs)
