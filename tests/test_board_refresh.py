@@ -32,8 +32,12 @@ def test_the_board_refreshes_every_two_seconds_alone_and_slower_in_a_class(monke
     assert classroom.board_interval(1) == classroom.POLL_SECONDS
     assert classroom.board_interval(24) == classroom.POLL_SECONDS  # 12 a second: still 2 s
     assert classroom.board_interval(31) == 3.0  # 31 pages at 12 a second: every 2.6 s, rounded up
+    # a student whose run is not training (waiting or done) refreshes half as often in a class
+    assert classroom.board_interval(31, watching=False) == 6.0
+    assert classroom.board_interval(1, watching=False) == classroom.POLL_SECONDS
     monkeypatch.setenv(lab.TICK_BUDGET_ENV, "31")
     assert classroom.board_interval(31) == classroom.POLL_SECONDS
+    assert classroom.board_interval(31, watching=False) == classroom.POLL_SECONDS
 
 
 def test_a_class_refreshes_out_of_step_and_a_lone_page_at_its_plain_interval():

@@ -73,14 +73,26 @@ class RecentPollers:
 _board_viewers = RecentPollers()
 
 
-def board_interval(pollers: int) -> float:
-    """The board's refresh interval when ``pollers`` pages poll this server in all."""
-    return max(POLL_SECONDS, refresh_share(pollers))
+def board_interval(pollers: int, watching: bool = True) -> float:
+    """The board's refresh interval when ``pollers`` pages poll this server in all.
+
+    ``watching``: the projector's board, or a student whose own run is training (its progress
+    is on the page). Other students' boards (waiting in the queue, or done) change only when
+    some cell finishes, every ten seconds or so in a class: they refresh half as often, which
+    leaves the training more of the server's two cores (bench/class_grid.py)."""
+    share = refresh_share(pollers)
+    return max(POLL_SECONDS, share if watching else 2 * share)
 
 
-def _board_interval(owner: str) -> float:
+def _own_run_training(owner: str, snaps: Sequence[JobSnapshot] | None = None) -> bool:
+    if snaps is None:
+        snaps = state.manager().snapshot(owner, group="class")
+    return any(s.status == "running" for s in snaps)
+
+
+def _board_interval(owner: str, watching: bool) -> float:
     pollers = _board_viewers.count() + state.manager().active_owners()
-    return staggered(board_interval(pollers), owner, pollers)
+    return staggered(board_interval(pollers, watching), owner, pollers)
 
 
 CLASS_PATH = "class"  # the board's url path (see app.PAGES)
@@ -396,8 +408,9 @@ def _my_cell(room: ClassRoom, owner: str, snaps: Sequence[JobSnapshot]) -> None:
         st.caption(f"{what} · {snap.status}")
 
 
-def board_panel(code: str, owner: str, present: bool) -> None:
-    """The class board, re-read from the class file and the run store every tick."""
+def board_panel(code: str, owner: str, present: bool, watching: bool = True) -> None:
+    """The class board, re-read from the class file and the run store every tick (drawn at
+    the rate :func:`board_interval` gives for ``watching``)."""
     _board_viewers.seen(f"{owner}:{present}")
     state.touch(owner)
     try:
@@ -406,6 +419,8 @@ def board_panel(code: str, owner: str, present: bool) -> None:
         st.error(str(exc))
         return
     snaps = state.manager().snapshot(owner, group="class")
+    if not present and _own_run_training(owner, snaps) != watching:
+        st.rerun(scope="app")  # this student's run started or ended: redraw at the other rate
     cells, results, statuses = board_state(room, snaps)
     if not present:
         _my_cell(room, owner, snaps)
@@ -471,7 +486,7 @@ def presenter_view(room: ClassRoom, owner: str) -> None:
     left.markdown(f"Join at **{url}** · {room.grid.describe()}")
     right.image(qr_png(url, scale=6), width=180, alt=f"QR code of the join link {url}")
     _board_viewers.seen(f"{owner}:True")
-    st.fragment(run_every=_board_interval(owner))(board_panel)(room.code, owner, True)
+    st.fragment(run_every=_board_interval(owner, True))(board_panel)(room.code, owner, True)
 
 
 def class_view() -> None:
@@ -524,4 +539,7 @@ def class_view() -> None:
         )
     st.subheader("Class board")
     _board_viewers.seen(f"{owner}:False")
-    st.fragment(run_every=_board_interval(owner))(board_panel)(room.code, owner, False)
+    watching = _own_run_training(owner)
+    st.fragment(run_every=_board_interval(owner, watching))(board_panel)(
+        room.code, owner, False, watching
+    )
