@@ -216,13 +216,14 @@ class Variant:
     """One way of computing the training step, timed a few batches at a time in turns."""
 
     def __init__(self, data, *, model_cls=SimpleCNN, channels_last=False, fused=False,
-                 bf16=False, conv1="conv", item=True, batch=64, threads=None):  # fmt: skip
+                 bf16=False, conv1="conv", conv2="conv", item=True, batch=64,
+                 threads=None):  # fmt: skip
         gen = torch.Generator().manual_seed(0)
         self.model = model_cls(p=0.5)
         training_model = self.model
         if isinstance(training_model, SimpleCNN):
             self.model.dropout.generator = torch.Generator().manual_seed(1)
-            self.model.conv1_kernel = conv1
+            self.model.conv1_kernel, self.model.conv2_kernel = conv1, conv2
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=fused or None)
@@ -275,7 +276,11 @@ def ablation(data, root: Path, rounds: int = 8, per_round: int = 15) -> list[tup
         "  contiguous instead of channels_last (probe candidate)": Variant(data, fused=True),
         "  bf16 autocast (probe candidate)": Variant(data, bf16=True, **fp32),
         "  without loss.item() after each batch": Variant(data, item=False, **fp32),
+        "  conv2 weight gradient as a GEMM (probe candidate)":
+            Variant(data, conv2="gemm", **fp32),
         "  with 1 torch thread instead of 2": Variant(data, threads=1, **fp32),
+        "  1 torch thread, conv2 weight gradient as a GEMM":
+            Variant(data, threads=1, conv2="gemm", **fp32),
         "  batch of 4 (fixed per-step cost: dispatch, Adam, autograd)":
             Variant(data, batch=4, **fp32),
     }  # fmt: skip

@@ -108,6 +108,7 @@ class Plan:
     dtype: torch.dtype  # float32, or bfloat16 autocast (weights, optimizer and loss float32)
     channels_last: bool  # memory format of the model's weights and activations
     conv1: str = "conv"  # SimpleCNN.conv1_kernel: "conv" (library) or "gemm" (CPU)
+    conv2: str = "conv"  # SimpleCNN.conv2_kernel: weight gradient by the library or a GEMM
 
     @property
     def precision(self) -> str:
@@ -116,7 +117,8 @@ class Plan:
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
         conv1 = "conv1 as pooling-window GEMMs" if self.conv1 == "gemm" else "conv1 convolution"
-        return f"{self.precision}, {layout}, {conv1}"
+        conv2 = ", conv2 weight gradient as a GEMM" if self.conv2 == "gemm" else ""
+        return f"{self.precision}, {layout}, {conv1}{conv2}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ PROBE_ROUNDS = 3  # timed steps per surviving plan, after one warm-up step
 PROBE_DROP_FACTOR = 4.0
 
 _probe_lock = threading.Lock()
-_probe_cache: dict[str, ProbeResult] = {}
+_probe_cache: dict[tuple[str, int], ProbeResult] = {}
 
 
 def cpu_has_bf16() -> bool:
@@ -164,6 +166,7 @@ def candidate_plans(device: torch.device) -> list[Plan]:
     fp32, bf16 = torch.float32, torch.bfloat16
     if device.type == "cpu":
         plans = [Plan(fp32, True, "gemm"), Plan(fp32, True, "conv"), Plan(fp32, False, "conv")]
+        plans.append(Plan(fp32, True, "conv", "gemm"))
         return [*plans, Plan(bf16, True, "conv")] if cpu_has_bf16() else plans
     plans = [Plan(fp32, True), Plan(fp32, False)]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -176,7 +179,7 @@ def _probe_step(plan: Plan, device: torch.device) -> Callable[[], None]:
     gen = torch.Generator().manual_seed(0)  # never the process-wide RNG
     model = SimpleCNN(p=0.5, generator=gen).to(device)
     model.dropout.generator = mask_generator(0, device)
-    model.conv1_kernel = plan.conv1
+    model.conv1_kernel, model.conv2_kernel = plan.conv1, plan.conv2
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
@@ -228,11 +231,15 @@ def run_probe(device: torch.device, plans: list[Plan] | None = None) -> ProbeRes
 
 
 def probe(device: torch.device) -> ProbeResult:
-    """The measured plans for ``device``: probed once per process and device, then cached.
+    """The measured plans for ``device`` at the calling thread's torch thread count: probed
+    once per process, device and thread count, then cached. (Which kernel is faster can
+    depend on the threads: conv2's weight gradient as a GEMM won at 1 thread and lost at 2 on
+    the machine of the README's figures; a class's runs train at 1 thread each, a lone run at
+    2.)
 
     Thread-safe: runs that start together wait for one probe instead of each running one.
     """
-    key = str(device)
+    key = (str(device), torch.get_num_threads())
     with _probe_lock:
         if key not in _probe_cache:
             _probe_cache[key] = run_probe(device)
@@ -240,8 +247,19 @@ def probe(device: torch.device) -> ProbeResult:
 
 
 def probe_default_device() -> None:
-    """Probe the device a default run trains on, now (a training worker's warm-up)."""
-    probe(resolve_device(TrainConfig().device))
+    """Probe the device a default run trains on, now (a training worker's warm-up), at each
+    thread count a run can get on a CPU: one (runs sharing the cores) up to all of them."""
+    device = resolve_device(TrainConfig().device)
+    if device.type != "cpu":
+        probe(device)
+        return
+    threads = torch.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            probe(device)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_plan(precision: str, device: torch.device) -> Plan:
@@ -534,7 +552,7 @@ def fit(
     # Masks get their own stream: at p = 0 no mask is drawn, and sharing ``gen`` would then
     # shift every later batch order, so "the same run at p = 0" would not see the same batches.
     model.dropout.generator = mask_generator(config.seed, device)
-    model.conv1_kernel = plan.conv1
+    model.conv1_kernel, model.conv2_kernel = plan.conv1, plan.conv2
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
@@ -553,7 +571,7 @@ def fit(
 
     def finish(status: str, message: str = "") -> FitResult:
         model.dropout.generator = None
-        model.conv1_kernel = "conv"
+        model.conv1_kernel = model.conv2_kernel = "conv"
         final = model.to(device="cpu", memory_format=torch.contiguous_format).eval()
         return FitResult(
             status, metrics, final, config, message, str(device), plan.precision, plan.describe()

@@ -204,3 +204,32 @@ def test_conv1_gemm_under_bf16_autocast_keeps_float32_gradients():
     out.float().sum().backward()
     assert model.conv1.weight.grad.dtype == torch.float32
     assert torch.isfinite(model.conv1.weight.grad).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2_weight_gradient_as_a_gemm_equals_the_library(channels_last):
+    """conv2_kernel = "gemm": the same outputs and, within float rounding, the same gradients
+    (the input's included, which conv1 needs), in either memory format."""
+    model = seeded_model(p=0.0)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    results = []
+    for kernel in ("conv", "gemm"):
+        model.conv2_kernel = kernel
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    torch.testing.assert_close(out_b, out_a, rtol=0, atol=0)  # the forward is the library's
+    for name, a in grads_a.items():
+        torch.testing.assert_close(grads_b[name], a, rtol=1e-4, atol=1e-5, msg=name)
+    assert grads_b["conv2.weight"].abs().sum() > 0 and grads_b["conv1.weight"].abs().sum() > 0
+    # no gradients asked for (evaluation): the plain convolution
+    from dropout_demo.model import conv_weight_gemm
+
+    with torch.no_grad():
+        h = torch.randn(3, 32, 13, 13)
+        got = conv_weight_gemm(h, model.conv2.weight, model.conv2.bias)
+        torch.testing.assert_close(got, model.conv2(h), rtol=0, atol=0)

@@ -63,6 +63,7 @@ FP32_PLANS = [
     Plan(torch.float32, True, "gemm"),
     Plan(torch.float32, True, "conv"),
     Plan(torch.float32, False, "conv"),
+    Plan(torch.float32, True, "conv", "gemm"),
 ]
 
 
@@ -286,6 +287,32 @@ def test_probe_measures_every_candidate_once_per_process(monkeypatch):
     assert resolve_precision("auto", cpu) == auto.dtype
     assert len(calls) == 1  # cached
     assert "ms" in result.summary() and auto.describe() in result.summary()
+
+
+def test_probe_once_per_thread_count_and_the_warm_up_measures_each(monkeypatch):
+    """A class's runs train at 1 torch thread each and a lone run at all cores; which kernel is
+    faster can differ between the two, so each thread count gets its own measurement."""
+    monkeypatch.setattr(training, "_probe_cache", {})
+    seen = []
+
+    def recording(device, plans=None):
+        seen.append(torch.get_num_threads())
+        return ProbeResult(str(device), {FP32_PLANS[1]: 1.0}, seen[-1], 0.0)
+
+    monkeypatch.setattr(training, "run_probe", recording)
+    monkeypatch.setattr(training, "resolve_device", lambda name: torch.device("cpu"))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        training.probe_default_device()
+        assert sorted(seen) == [1, 2] and torch.get_num_threads() == 2  # restored
+        torch.set_num_threads(1)
+        assert training.probe(torch.device("cpu")).threads == 1
+        torch.set_num_threads(2)
+        assert training.probe(torch.device("cpu")).threads == 2
+        assert len(seen) == 2  # both cached by the warm-up
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_gpu_probe_does_not_charge_its_start_up_to_the_first_plan(monkeypatch):
