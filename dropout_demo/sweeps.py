@@ -272,16 +272,26 @@ def _parse_list(q, key, kind, problems, default) -> tuple:
     return tuple(out)
 
 
+# Base fields a link cannot carry (the grid's axes p and seed aside, and device): a link names
+# the preset whose values of these the base has, e.g. the Overfitting lab's per-epoch subset.
+UNLINKED_FIELDS = tuple(
+    f.name for f in fields(TrainConfig) if f.name not in (*QUERY_FIELDS, "p", "seed", "device")
+)
+
+
 def _closest_preset(base: TrainConfig, skip_train_size: bool) -> tuple[str, list[str]]:
-    """The base preset with the fewest differing link fields, and those fields."""
+    """The base preset that agrees with ``base`` on the fields a link cannot carry and has the
+    fewest differing link fields, and those fields."""
     names = [n for n in QUERY_FIELDS if not (skip_train_size and n == "train_size")]
-    best: tuple[str, list[str]] | None = None
+    best: tuple[tuple[int, int], str, list[str]] | None = None
     for slug, preset in BASE_PRESETS.items():
         diffs = [n for n in names if getattr(base, n) != getattr(preset, n)]
-        if best is None or len(diffs) < len(best[1]):
-            best = (slug, diffs)
+        unlinked = sum(getattr(base, n) != getattr(preset, n) for n in UNLINKED_FIELDS)
+        rank = (unlinked, len(diffs))
+        if best is None or rank < best[0]:
+            best = (rank, slug, diffs)
     assert best is not None
-    return best
+    return best[1], best[2]
 
 
 # The Overfitting lab's p-curve for a class of 30: 10 dropout rates × 3 seeds.

@@ -64,7 +64,7 @@ def test_presets_are_the_issue_grids():
     assert len(p_curve) == 30  # a class of 30
     assert p_curve.ps == P_VALUES and p_curve.seeds == (0, 1, 2)
     assert [c.config for c in p_curve.cells()[:10]] == [
-        TrainConfig(p=p, train_size=1_000, epochs=30) for p in p_curve.ps
+        TrainConfig(p=p, train_size=1_000, epochs=30, epoch_eval_size=1_000) for p in p_curve.ps
     ]
     assert GRID_PRESETS["p-curve, 5 seeds"].seeds == (1, 2, 3, 4, 5)
     sizes = GRID_PRESETS["data-size"]
@@ -142,7 +142,8 @@ def test_url_round_trip(grid):
 def test_links_are_compact_and_readable():
     q = Grid(ps=(0, 0.1, 0.2), seeds=(0, 1, 2)).to_query()
     assert q == {"preset": "overfit", "p": "0,0.1,0.2", "seeds": "0,1,2"}
-    q = Grid(ps=(0, 0.5), sizes=(100, 1000), base=TrainConfig(epochs=10)).to_query()
+    base = BASE_PRESETS["overfit"].replace(epochs=10)
+    q = Grid(ps=(0, 0.5), sizes=(100, 1000), base=base).to_query()
     assert q == {
         "preset": "overfit",
         "sizes": "100,1000",
@@ -150,6 +151,11 @@ def test_links_are_compact_and_readable():
         "seeds": "0",
         "epochs": "10",
     }
+    # a base with the seed recipe's per-epoch subset (which no link field carries) names the
+    # seed recipe, so the link gives back the same runs
+    plain = Grid(ps=(0, 0.5), sizes=(100, 1000), base=TrainConfig(epochs=10))
+    assert plain.to_query()["preset"] == "seed"
+    assert Grid.from_query(plain.to_query()) == plain
 
 
 def test_from_query_defaults_and_ignores_other_state():
