@@ -2,7 +2,8 @@
 
     python bench/train_speed.py [--epochs 5] [--data-dir DIR] [--no-ablation] [--no-seed]
 
-One invocation prints, in this order: the precision/layout probe and what it chose; the
+One invocation prints, in this order: the precision/layout probe and what it chose (at the
+process's thread count and at one thread); the
 Overfitting lab (1,000 images x 30 epochs, defaults): one run, the same run with a 2,000-image
 per-epoch subset (the preset's before) and evaluating all 10,000 test images after every epoch
 (what runs did before that), and a Compare pair (p = 0 and
@@ -335,6 +336,11 @@ def main() -> None:
     cpu = torch.device("cpu")
     probe = training.probe(cpu)
     print("\n" + probe.summary())
+    threads = torch.get_num_threads()
+    if threads > 1:  # a class's runs train at one thread each: the probe measures that apart
+        torch.set_num_threads(1)
+        print(training.probe(cpu).summary())
+        torch.set_num_threads(threads)
     print(f"  auto -> {probe.best().describe()}; fp32 -> {probe.best(torch.float32).describe()}")
     print("\nOverfitting lab (1,000 images x 30 epochs), wall seconds:", flush=True)
     lab = overfitting_lab(data)
