@@ -341,9 +341,10 @@ class FrozenFigure(go.Figure):
 
     ``st.plotly_chart`` calls ``to_dict()`` on every script run, and plotly deep-copies the
     whole figure each time: on a class board thirty pages redraw the same cached charts every
-    few seconds, and those copies were a quarter of the server's time for the board
-    (``py-spy`` of ``bench/class_grid.py``). ``to_dict()`` returns one shared dict: callers
-    must not change it (copy it first, as ``sweep_charts.for_projector`` does)."""
+    few seconds, and ``st.plotly_chart`` was a third of the server's time for the board, over
+    half of that in these copies (``py-spy`` of ``bench/class_grid.py``). ``to_dict()``
+    returns one shared dict: callers must not change it (copy it first, as
+    ``sweep_charts.for_projector`` does)."""
 
     def __init__(self, fig: go.Figure):
         spec = fig.to_dict()

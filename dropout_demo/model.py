@@ -149,8 +149,9 @@ class _ConvWeightGEMM(torch.autograd.Function):
     product of the input's patches with the output gradient.
 
     The library's weight-gradient kernel runs conv2's shapes (32 -> 64 channels, 13x13 input,
-    batch 64) at about half the speed of its forward convolution on the CPU it was measured on;
-    one GEMM of the (N*121, 288) patches does the same sums faster there. The forward pass and
+    batch 64) at about half the speed of its forward convolution on the CPU it was measured on
+    (one thread); one GEMM of the (N*121, 288) patches does the same sums a little faster there
+    (README: Performance), and slower at two threads, so the probe decides. The forward pass and
     the input gradient stay the library's. Under autocast it computes in float32.
     """
 

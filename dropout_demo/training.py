@@ -233,9 +233,9 @@ def run_probe(device: torch.device, plans: list[Plan] | None = None) -> ProbeRes
 def probe(device: torch.device) -> ProbeResult:
     """The measured plans for ``device`` at the calling thread's torch thread count: probed
     once per process, device and thread count, then cached. (Which kernel is faster can
-    depend on the threads: conv2's weight gradient as a GEMM won at 1 thread and lost at 2 on
-    the machine of the README's figures; a class's runs train at 1 thread each, a lone run at
-    2.)
+    depend on the threads: on the machine of the README's figures conv2's weight gradient as a
+    GEMM lost at 2 threads and was level with the library's at 1; a class's runs train at 1
+    thread each, a lone run at 2.)
 
     Thread-safe: runs that start together wait for one probe instead of each running one.
     """

@@ -429,7 +429,8 @@ def board_panel(code: str, owner: str, present: bool, watching: bool = True) -> 
         len(results) / len(cells),
         text=f"{len(results)} of {len(cells)} runs finished · {running} claimed or running",
     )
-    line = _reading(tuple(cells), content_of(results))
+    shown = (tuple(cells), content_of(results))  # the key of everything cached below
+    line = _reading(*shown)
     if room.question:
         left, right = st.columns([3, 2])
         left.info(line, icon=":material/insights:")
@@ -456,7 +457,7 @@ def board_panel(code: str, owner: str, present: bool, watching: bool = True) -> 
     grid_charts(cells, results, "class", height=460 if present else None)
     if not present:
         with st.expander("Cells (final test loss of each finished run)"):
-            table = _table(tuple(cells), content_of(results), tuple(sorted(statuses.items())))
+            table = _table(*shown, tuple(sorted(statuses.items())))
             st.dataframe(table, key="class_cells")
         left, right = st.columns(2)
         left.download_button(
