@@ -27,6 +27,13 @@ def data() -> str:
     return FAKE_DATA
 
 
+def warm_up(cores):
+    """Records what the worker's warm-up is told and the calling (main) thread's torch threads,
+    and whether the data was loaded before it."""
+    main = threading.current_thread() is threading.main_thread()
+    (fake_dir() / "warm").write_text(f"{cores} {torch.get_num_threads()} {main}")
+
+
 def fit(config, data, on_epoch=None, should_stop=None, on_batch=None):
     assert data == FAKE_DATA
     seed = config.seed

@@ -281,6 +281,28 @@ def test_the_warm_worker_takes_the_first_run(executors, fake_dir):
     assert started(fake_dir, 15)[0] == pid
 
 
+def test_the_workers_main_thread_keeps_one_torch_thread_and_runs_get_theirs(executors, fake_dir):
+    """libgomp stops spin-waiting while its pools hold more threads than there are cores, so an
+    OpenMP pool left in the worker's long-lived main thread would slow every two-thread run:
+    the warm-up is told the cores and the main thread stays at one; runs set their own."""
+    executor = executors(warm_up="process_fakes:warm_up")
+    executor.warm()
+    wait_for(lambda: (fake_dir / "warm").exists(), "the warm-up")
+    cores, main_threads, in_main = (fake_dir / "warm").read_text().split()
+    assert (int(main_threads), in_main) == (1, "True")
+    default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert int(cores) == int(default)  # torch's default in a fresh process: all cores
+    run = Recorder(seed=16, threads=2)
+    executor.start(run.task())
+    assert run.wait().status == DONE
+    assert started(fake_dir, 16)[1] == 2
+
+
 def test_workers_exit_when_their_server_dies(fake_dir, tmp_path):
     script = (
         "import sys, time\n"

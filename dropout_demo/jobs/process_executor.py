@@ -177,8 +177,9 @@ class ProcessExecutor:
     """Runs in a worker process (started on first use or by :meth:`warm`, replaced if it dies).
 
     ``fit`` and ``data`` name importable callables (``module:attribute``): ``fit`` has
-    :func:`training.fit`'s signature, ``data()`` returns what it trains on, and ``warm_up()``
-    (or None) runs once in the worker after the data loads (by default the precision probe).
+    :func:`training.fit`'s signature, ``data()`` returns what it trains on, and ``warm_up(cores)``
+    (or None) runs once in the worker after the data loads (by default the precision probe),
+    told the torch thread count runs can get (the worker's main thread itself keeps one).
     """
 
     pauses_for_priority = False  # held runs wait in the worker (RunTask.held), not here

@@ -102,9 +102,12 @@ class Worker:
         fit, data = resolve(fit_spec), resolve(data_spec)
         self.executor = ThreadExecutor(fit, data)
         try:
+            from ..training import single_threaded_caller
+
+            cores = single_threaded_caller()  # this thread lives as long as the worker
             data()  # load it now (cached), before the first run asks
             if warm_up:
-                resolve(warm_up)()
+                resolve(warm_up)(cores)
         except Exception:  # reported by the run that needs it
             logging.getLogger(__name__).debug("warming up failed", exc_info=True)
         self.post(("ready", os.getpid()))
