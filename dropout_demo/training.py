@@ -252,8 +252,8 @@ def probe_default_device(threads: int | None = None) -> None:
     (default: the calling thread's count), all of them.
 
     The calling thread probes at one thread and the multi-threaded probe runs in a thread of
-    its own that ends: see :func:`single_threaded_caller` for why a long-lived thread (a
-    worker's main thread) must not run multi-threaded torch work.
+    its own that ends: a long-lived thread (a worker's main thread) must not keep an OpenMP
+    pool (see :mod:`.openmp`).
     """
     device = resolve_device(TrainConfig().device)
     if device.type != "cpu":
@@ -275,23 +275,6 @@ def probe_default_device(threads: int | None = None) -> None:
         prober = threading.Thread(target=at_all_cores, name="dropout-probe")
         prober.start()
         prober.join()
-
-
-def single_threaded_caller() -> int:
-    """Set the calling thread to one torch thread; returns the count it had (all cores).
-
-    For the long-lived thread of a process whose runs train in threads of their own (the
-    training worker's main thread, before it loads MNIST and warms up). torch computes with
-    OpenMP (GNU libgomp); every thread that runs multi-threaded work keeps a pool of OpenMP
-    threads while it lives, and while the pools hold more threads than the machine has cores,
-    libgomp's threads stop spin-waiting between parallel regions and sleep instead. A pool left
-    in the worker's main thread made every two-thread run slower by about a fifth
-    (``bench/starter_ready.py``: the Draw page's default model ready in 30.1 s, 23.6 s
-    without; README: the training worker). A run's thread ends with its run, and its pool with it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return threads
 
 
 def resolve_plan(precision: str, device: torch.device) -> Plan:

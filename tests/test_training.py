@@ -12,6 +12,7 @@ from dropout_demo import training
 from dropout_demo.config import PRESETS, TrainConfig
 from dropout_demo.data import normalize, subset
 from dropout_demo.model import SimpleCNN
+from dropout_demo.openmp import single_threaded_caller
 from dropout_demo.training import (
     EpochMetrics,
     Plan,
@@ -306,7 +307,7 @@ def test_probe_once_per_thread_count_and_the_warm_up_measures_each(monkeypatch):
         torch.set_num_threads(2)
         training.probe_default_device()
         assert sorted(seen) == [1, 2] and torch.get_num_threads() == 2  # restored
-        assert training.single_threaded_caller() == 2 and torch.get_num_threads() == 1
+        assert single_threaded_caller() == 2 and torch.get_num_threads() == 1
         seen.clear(), training._probe_cache.clear()
         training.probe_default_device(2)  # a worker's main thread: one thread, told the cores
         assert sorted(seen) == [1, 2] and torch.get_num_threads() == 1

@@ -22,6 +22,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..data import get_mnist
 from ..model import SimpleCNN
+from ..openmp import release_pool
 from ..training import EpochMetrics, FitResult, evaluated_images, fit
 from ..worker_start import RAY_ENV, executor_kind
 from . import admission
@@ -500,7 +501,10 @@ class JobManager:
         self._executor.start(task)
 
     def _should_stop(self, run: Run) -> bool:
-        """A run's stop check between batches; while a priority run trains, it waits here."""
+        """A run's stop check between batches; while a priority run trains, it waits here,
+        its OpenMP threads handed back (see :mod:`dropout_demo.openmp`)."""
+        if not self._no_priority.is_set() and not run.stop.is_set():
+            release_pool()
         while not self._no_priority.is_set() and not run.stop.is_set():
             self._no_priority.wait(PAUSE_POLL)
         return run.stop.is_set()

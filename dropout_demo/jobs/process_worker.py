@@ -40,8 +40,13 @@ class Controls:
             self.cond.notify_all()
 
     def should_stop(self) -> bool:
-        """Between batches: waits while held; True once a stop was asked for."""
+        """Between batches: waits while held (its OpenMP threads handed back, see
+        :mod:`dropout_demo.openmp`); True once a stop was asked for."""
         with self.cond:
+            if self.held and not self.stop:
+                from ..openmp import release_pool  # torch is loaded: a run is training
+
+                release_pool()
             while self.held and not self.stop:
                 self.cond.wait()
             return self.stop
@@ -102,7 +107,7 @@ class Worker:
         fit, data = resolve(fit_spec), resolve(data_spec)
         self.executor = ThreadExecutor(fit, data)
         try:
-            from ..training import single_threaded_caller
+            from ..openmp import single_threaded_caller
 
             cores = single_threaded_caller()  # this thread lives as long as the worker
             data()  # load it now (cached), before the first run asks
