@@ -17,6 +17,12 @@ there). Printed side by side with their accuracy on the original 28x28 digits.
 
     python bench/canvas_accuracy.py [--rendering pen|upscaled|both] [--models starter,seed]
         [--starter-checkpoint /tmp/starter.pt] [--checkpoint /tmp/seed.pt] [--n 10000]
+        [--starter-store RUN_STORE ...]
+
+``--starter-store`` adds the starter a server trained (in its training worker, as the Draw
+page gets it), read from each run store given, e.g. those ``bench/starter_ready.py
+--keep-runs DIR`` left (``--models ''`` measures those only; ``--models starter`` trains its
+own copy in this process, where float sums can run in another order).
 
 MNIST comes from ``data.get_mnist`` (--data-dir, else DROPOUT_DEMO_DATA, else the default).
 """
@@ -225,6 +231,25 @@ def train_or_load(name: str, config: TrainConfig, path: Path | None, data, threa
     return result.model
 
 
+def from_store(directory: Path):
+    """The starter a server trained and saved in the run store ``directory`` (as
+    ``bench/starter_ready.py --keep-runs`` leaves it): the Draw page's model itself."""
+    from dropout_demo.runs import RunStore
+    from dropout_demo.starter import STARTER_TAG
+
+    store = RunStore(directory)
+    found = [r for r in store.list() if STARTER_TAG in (r.tags or ()) and r.status == "done"]
+    if not found:
+        raise SystemExit(f"--starter-store: no finished starter model in {directory}")
+    record = found[0]  # the newest
+    info = record.info or {}
+    print(
+        f"app-starter: {directory} run {record.id} ({record.config}, "
+        f"trained in {info.get('train_seconds', '?')} s with {info.get('plan', '?')})"
+    )
+    return store.load_model(record.id)
+
+
 def model_configs(args: argparse.Namespace) -> dict[str, tuple[TrainConfig, Path | None]]:
     """The models to measure: the Draw page's default (the starter) and/or the seed recipe."""
     known = {
@@ -299,6 +324,13 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint", default=None, help="seed model: load; train and save if absent")
     ap.add_argument("--starter-checkpoint", default=None, help="starter model: the same")
+    ap.add_argument(
+        "--starter-store",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="also measure the starter a server trained, from each run store (app-starter-K)",
+    )
     ap.add_argument("--epochs", type=int, default=5, help="seed model's epochs")
     ap.add_argument("--train-size", type=int, default=60_000, help="seed model's training set")
     ap.add_argument("--p", type=float, default=0.5, help="seed model's p")
@@ -313,6 +345,8 @@ def main() -> None:
         name: train_or_load(name, config, path, data, args.threads)
         for name, (config, path) in model_configs(args).items()
     }
+    for k, directory in enumerate(args.starter_store, 1):
+        models[f"app-starter-{k}"] = from_store(directory)
     n = min(args.n, len(data.test_images))
     images, labels = data.test_images[:n], data.test_labels[:n]
     renderings = ("pen", "upscaled") if args.rendering == "both" else (args.rendering,)
@@ -343,14 +377,16 @@ def main() -> None:
                 wrong = np.flatnonzero(~hits)[: args.show_errors]
                 print(f"    misread (first {len(wrong)}): {wrong.tolist()}")
 
-    print(f"\n{'test set':16s}" + "".join(f"{name:>12s}" for name in models))
+    print(f"\n{'test set':16s}" + "".join(f"{name:>15s}" for name in models))
     for rendering in ("original 28x28", *renderings):
         row = {name: acc for r, name, acc, _ in summary if r == rendering}
         target = next((t for r, _, _, t in summary if r == rendering), None)
-        line = f"{rendering:16s}" + "".join(f"{row[name]:12.4f}" for name in models)
+        line = f"{rendering:16s}" + "".join(f"{row[name]:15.4f}" for name in models)
         print(line + (f"   (target >= {target})" if target else ""))
     for name, (config, _) in model_configs(args).items():
         print(f"{name}: {config.label()}  {config}")
+    for k, directory in enumerate(args.starter_store, 1):
+        print(f"app-starter-{k}: trained by a server, from {directory}")
 
 
 if __name__ == "__main__":

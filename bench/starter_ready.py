@@ -8,6 +8,7 @@ one preset, each its own seed), the first visit: ``starter.ensure_default_model`
 from the first visit to ready, and the starter run's own training time from the run store.
 
     python bench/starter_ready.py [--class-runs 0,2,6] [--repeats 1] [--class-preset "Seed recipe"]
+        [--keep-runs DIR]
 
 Timing-sensitive: run it alone on the machine. A smoke run with a tiny starter:
 ``DROPOUT_DEMO_STARTER=train_size=512,epochs=1,eval_size=500 python bench/starter_ready.py
@@ -18,6 +19,7 @@ MNIST from ``DROPOUT_DEMO_DATA``, else the default data directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -94,9 +96,15 @@ def scenario(class_runs: int, class_preset: str, timeout: float) -> dict:
         manager.shutdown(timeout=60)
 
 
-def run_child(class_runs: int, class_preset: str, timeout: float) -> dict:
-    """The scenario in a fresh process with a fresh, empty run store."""
-    with tempfile.TemporaryDirectory(prefix="starter-ready-") as runs:
+def run_child(class_runs: int, class_preset: str, timeout: float, keep: Path | None) -> dict:
+    """The scenario in a fresh process with a fresh, empty run store (a temporary one, or a
+    new directory under ``keep`` that stays, with the starter the worker trained)."""
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            runs = stack.enter_context(tempfile.TemporaryDirectory(prefix="starter-ready-"))
+        else:
+            keep.mkdir(parents=True, exist_ok=True)
+            runs = tempfile.mkdtemp(prefix=f"{class_runs}-class-runs-", dir=keep)
         env = {**os.environ, "DROPOUT_DEMO_RUNS": runs}
         cmd = [
             sys.executable,
@@ -111,7 +119,10 @@ def run_child(class_runs: int, class_preset: str, timeout: float) -> dict:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout + 120)
     if out.returncode != 0:
         raise SystemExit(f"scenario with {class_runs} class runs failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if keep is not None:
+        result["run_store"] = runs
+    return result
 
 
 def main() -> None:
@@ -120,6 +131,13 @@ def main() -> None:
     ap.add_argument("--class-preset", default="Seed recipe", help="the class runs' preset")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument(
+        "--keep-runs",
+        type=Path,
+        default=None,
+        help="keep each scenario's run store in a new directory under this one (the starter "
+        "the worker trained: bench/canvas_accuracy.py --starter-store DIR reads it)",
+    )
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -135,7 +153,7 @@ def main() -> None:
     results: dict[int, list[dict]] = {n: [] for n in counts}
     for rep in range(args.repeats):
         for n in counts:  # interleaved, so a load that comes and goes hits them alike
-            r = run_child(n, args.class_preset, args.timeout)
+            r = run_child(n, args.class_preset, args.timeout, args.keep_runs)
             results[n].append(r)
             print(f"  repeat {rep + 1}, {n} class runs: {json.dumps(r)}", flush=True)
 
