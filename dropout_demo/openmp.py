@@ -4,8 +4,8 @@ torch computes on the CPU with OpenMP (on Linux, the GNU libgomp bundled with th
 Every thread that has run multi-threaded torch work keeps a pool of OpenMP worker threads
 while it lives, and while the pools of a process hold more threads than the machine has
 cores, libgomp stops spin-waiting between parallel regions (about 100 spins instead of
-300,000) and its threads sleep and wake for every operator: a two-thread run slows by about a
-quarter. A training worker trains each run in a thread of its own, so a pool outlives its
+300,000) and its threads sleep and wake around every operator: a two-thread run takes about
+30% longer. A training worker trains each run in a thread of its own, so a pool outlives its
 run's need for it in two places:
 
 - the worker's main thread, which lives as long as the process: it keeps one torch thread
