@@ -16,6 +16,7 @@ import torch
 from dropout_demo import starter
 from dropout_demo.config import TrainConfig
 from dropout_demo.jobs import JobManager
+from dropout_demo.jobs import manager as manager_module
 from dropout_demo.jobs.scheduler import Scheduler
 from dropout_demo.model import SimpleCNN
 from dropout_demo.runs import RunStore
@@ -104,6 +105,7 @@ class GatedFit:
         self.entered: dict[int, threading.Event] = {}
         self.done_batches: dict[int, int] = {}
         self.threads: dict[int, int] = {}
+        self.idents: dict[int, int] = {}  # the thread each run trained in
         self.lock = threading.Lock()
 
     def gate(self, seed: int) -> threading.Event:
@@ -116,6 +118,7 @@ class GatedFit:
 
     def __call__(self, config, data, on_epoch=None, should_stop=None, on_batch=None):
         self.threads[config.seed] = torch.get_num_threads()
+        self.idents[config.seed] = threading.get_ident()
         self.started(config.seed).set()
         model = SimpleCNN(p=config.p).eval()
         for b in range(1, self.batches + 1):
@@ -195,6 +198,33 @@ def test_a_paused_run_can_still_be_stopped(manager, fake):
     fake.gate(1).set()  # now it would run on, but it is paused
     manager.cancel(job, "a")
     assert wait_terminal(manager, job, "a", allow_missing=True) in (None, "cancelled")
+
+
+def test_a_paused_run_frees_its_openmp_threads_before_it_waits(manager, fake, monkeypatch):
+    # Its pool would otherwise stay beside the priority run's, and libgomp would stop
+    # spin-waiting for both (dropout_demo.openmp).
+    freed: list[int] = []
+    called = threading.Event()
+
+    def recording_release() -> bool:
+        freed.append(threading.get_ident())
+        called.set()
+        return True
+
+    monkeypatch.setattr(manager_module, "release_pool", recording_release)
+    fake.gate(1)
+    job = manager.submit(CLASS.replace(seed=1), "a")
+    assert fake.started(1).wait(WAIT)
+    fake.gate(9)
+    manager.submit(CLASS.replace(seed=9), "system:starter", priority=True)
+    assert fake.started(9).wait(WAIT)
+    assert not freed  # nobody paused yet
+    fake.gate(1).set()  # its next stop check pauses it
+    assert called.wait(WAIT)
+    assert freed == [fake.idents[1]]  # in the paused run's own thread, once
+    fake.gate(9).set()
+    assert wait_terminal(manager, job, "a").status == "done"
+    assert freed == [fake.idents[1]]  # the priority run itself never pauses
 
 
 def test_a_priority_request_for_a_queued_run_promotes_it(manager, fake):
