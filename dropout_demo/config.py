@@ -143,8 +143,8 @@ PRESETS: dict[str, TrainConfig] = {
     # The Draw page's default model (dropout_demo.starter): all of MNIST three times, half of
     # every batch redrawn along the digits' centre lines with a round pen of random width, as
     # people draw on the canvas, with a one-cycle learning rate (peak 3e-3): 98.5% of pen-drawn
-    # test digits read (one epoch: 98.1%), ready about 50 s after the first visit on two cores
-    # (README: Canvas accuracy; bench/canvas_accuracy.py, bench/starter_ready.py).
+    # test digits read (one epoch: 98.1%), ready 49-71 s after the first visit on two cores,
+    # once per install (README: Canvas accuracy; bench/canvas_accuracy.py, starter_ready.py).
     "Pen strokes": TrainConfig(epochs=3, augment="pen", lr=3e-3, lr_schedule="one-cycle"),
 }
 STARTER_PRESET = "Pen strokes"

@@ -27,7 +27,7 @@ STARTER_NAME = "Starter model"
 CONFIG_ENV = "DROPOUT_DEMO_STARTER"
 
 # The "Pen strokes" preset: what people draw on the canvas, read about as well as test digits
-# (README: Canvas accuracy; bench/canvas_accuracy.py), ready within a minute of the first visit.
+# (README: Canvas accuracy; bench/canvas_accuracy.py), ready about a minute after the first visit.
 DEFAULT_STARTER_CONFIG = PRESETS[STARTER_PRESET]
 
 
