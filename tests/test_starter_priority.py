@@ -188,13 +188,20 @@ def test_a_priority_run_behind_a_full_queue_starts_next_and_the_others_pause(man
     assert manager.get(first, "system:starter").status == "done"
 
 
-def test_a_paused_run_can_still_be_stopped(manager, fake):
+def class_run_then_a_priority_run(manager, fake) -> str:
+    """Owner "a"'s run (seed 1) started and gated, then the starter's (seed 9) started and
+    gated: the class run pauses at its next stop check once its gate opens. Its job id."""
     fake.gate(1)
     job = manager.submit(CLASS.replace(seed=1), "a")
     assert fake.started(1).wait(WAIT)
     fake.gate(9)
     manager.submit(CLASS.replace(seed=9), "system:starter", priority=True)
     assert fake.started(9).wait(WAIT)
+    return job
+
+
+def test_a_paused_run_can_still_be_stopped(manager, fake):
+    job = class_run_then_a_priority_run(manager, fake)
     fake.gate(1).set()  # now it would run on, but it is paused
     manager.cancel(job, "a")
     assert wait_terminal(manager, job, "a", allow_missing=True) in (None, "cancelled")
@@ -212,12 +219,7 @@ def test_a_paused_run_frees_its_openmp_threads_before_it_waits(manager, fake, mo
         return True
 
     monkeypatch.setattr(manager_module, "release_pool", recording_release)
-    fake.gate(1)
-    job = manager.submit(CLASS.replace(seed=1), "a")
-    assert fake.started(1).wait(WAIT)
-    fake.gate(9)
-    manager.submit(CLASS.replace(seed=9), "system:starter", priority=True)
-    assert fake.started(9).wait(WAIT)
+    job = class_run_then_a_priority_run(manager, fake)
     assert not freed  # nobody paused yet
     fake.gate(1).set()  # its next stop check pauses it
     assert called.wait(WAIT)
