@@ -28,8 +28,8 @@ def data() -> str:
 
 
 def warm_up(cores):
-    """Records what the worker's warm-up is told and the calling (main) thread's torch threads,
-    and whether the data was loaded before it."""
+    """Records what the worker's warm-up is told, the calling thread's torch threads and
+    whether that thread is the worker's main thread."""
     main = threading.current_thread() is threading.main_thread()
     (fake_dir() / "warm").write_text(f"{cores} {torch.get_num_threads()} {main}")
 

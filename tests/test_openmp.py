@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 import torch
 
 from dropout_demo import openmp
 from dropout_demo.jobs.process_worker import Controls
+
+
+@pytest.fixture(autouse=True)
+def threads_as_before():
+    """Setting a thread count anywhere also sets the count a new thread starts with; these
+    tests set it in threads of their own, so set it back for the tests after them."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 def os_threads() -> set[str]:

@@ -308,11 +308,10 @@ def test_probe_once_per_thread_count_and_the_warm_up_measures_each(monkeypatch):
         training.probe_default_device()
         assert sorted(seen) == [1, 2] and torch.get_num_threads() == 2  # restored
         assert single_threaded_caller() == 2 and torch.get_num_threads() == 1
-        seen.clear(), training._probe_cache.clear()
+        seen.clear()
+        training._probe_cache.clear()
         training.probe_default_device(2)  # a worker's main thread: one thread, told the cores
         assert sorted(seen) == [1, 2] and torch.get_num_threads() == 1
-        torch.set_num_threads(2)
-        torch.set_num_threads(1)
         assert training.probe(torch.device("cpu")).threads == 1
         torch.set_num_threads(2)
         assert training.probe(torch.device("cpu")).threads == 2
